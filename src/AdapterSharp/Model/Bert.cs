@@ -1,0 +1,260 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace AdapterSharp.Model;
+
+// A BERT encoder in HuggingFace's structure and names, read top to bottom:
+// embeddings → self-attention → self-output → attention → intermediate → output → layer → encoder → pooler.
+// Field names are the state-dict keys (encoder.layer.3.attention.output.LayerNorm.weight), so a HF
+// checkpoint loads by name. Decoder parts, KV caches and head pruning are left out on purpose.
+
+public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly Embedding word_embeddings;
+    readonly Embedding position_embeddings;
+    readonly Embedding token_type_embeddings;
+    [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
+    readonly Dropout dropout;
+
+    public BertEmbeddings(BertConfig config) : base(nameof(BertEmbeddings))
+    {
+        word_embeddings = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
+        position_embeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        token_type_embeddings = nn.Embedding(config.TypeVocabSize, config.HiddenSize);
+        layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        dropout = nn.Dropout(config.HiddenDropoutProb);
+        RegisterComponents();
+    }
+
+    /// <param name="inputIds">(B, T) int64.</param>
+    /// <param name="tokenTypeIds">(B, T) int64.</param>
+    /// <returns>(B, T, H).</returns>
+    public override Tensor forward(Tensor inputIds, Tensor tokenTypeIds)
+    {
+        var positions = arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device); // (T)
+        var embeddings = word_embeddings.call(inputIds)
+            + token_type_embeddings.call(tokenTypeIds)
+            + position_embeddings.call(positions); // (B, T, H), positions broadcast over B
+        return dropout.call(layer_norm.call(embeddings));
+    }
+}
+
+public sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly Linear query;
+    readonly Linear key;
+    readonly Linear value;
+    readonly int heads;
+    readonly int headSize;
+    readonly double dropoutProb;
+
+    public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
+    {
+        query = nn.Linear(config.HiddenSize, config.HiddenSize);
+        key = nn.Linear(config.HiddenSize, config.HiddenSize);
+        value = nn.Linear(config.HiddenSize, config.HiddenSize);
+        heads = config.NumAttentionHeads;
+        headSize = config.HeadSize;
+        dropoutProb = config.AttentionProbsDropoutProb;
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">(B, T, H).</param>
+    /// <param name="mask">(B, 1, 1, T) bool, true where a key may be attended to.</param>
+    /// <returns>(B, T, H) context before the output projection.</returns>
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        long batch = hidden.shape[0], time = hidden.shape[1];
+        Tensor SplitHeads(Tensor x) => x.view(batch, time, heads, headSize).transpose(1, 2); // (B, nh, T, hs)
+
+        var context = F.scaled_dot_product_attention(
+            SplitHeads(query.call(hidden)),
+            SplitHeads(key.call(hidden)),
+            SplitHeads(value.call(hidden)),
+            attn_mask: mask,
+            p: training ? dropoutProb : 0.0); // (B, nh, T, hs)
+        return context.transpose(1, 2).reshape(batch, time, heads * headSize); // (B, T, H)
+    }
+}
+
+/// <summary>dense → dropout → LayerNorm(h + residual): the first of the two places Houlsby adapters go.</summary>
+public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly Linear dense;
+    [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
+    readonly Dropout dropout;
+
+    public BertSelfOutput(BertConfig config) : base(nameof(BertSelfOutput))
+    {
+        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        dropout = nn.Dropout(config.HiddenDropoutProb);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor residual) =>
+        layer_norm.call(dropout.call(dense.call(hidden)) + residual);
+}
+
+public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
+{
+    [ComponentName(Name = "self")] readonly BertSelfAttention self_attention;
+    readonly BertSelfOutput output;
+
+    public BertAttention(BertConfig config) : base(nameof(BertAttention))
+    {
+        self_attention = new BertSelfAttention(config);
+        output = new BertSelfOutput(config);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor mask) =>
+        output.call(self_attention.call(hidden, mask), hidden);
+}
+
+public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
+{
+    readonly Linear dense;
+    readonly string activation;
+
+    public BertIntermediate(BertConfig config) : base(nameof(BertIntermediate))
+    {
+        dense = nn.Linear(config.HiddenSize, config.IntermediateSize);
+        activation = config.HiddenAct;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden) => Activations.Apply(activation, dense.call(hidden));
+}
+
+/// <summary>dense → dropout → LayerNorm(h + residual) after the FFN: the second adapter place.</summary>
+public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly Linear dense;
+    [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
+    readonly Dropout dropout;
+
+    public BertOutput(BertConfig config) : base(nameof(BertOutput))
+    {
+        dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
+        layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        dropout = nn.Dropout(config.HiddenDropoutProb);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor intermediate, Tensor residual) =>
+        layer_norm.call(dropout.call(dense.call(intermediate)) + residual);
+}
+
+public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly BertAttention attention;
+    readonly BertIntermediate intermediate;
+    readonly BertOutput output;
+
+    public BertLayer(BertConfig config) : base(nameof(BertLayer))
+    {
+        attention = new BertAttention(config);
+        intermediate = new BertIntermediate(config);
+        output = new BertOutput(config);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        var attended = attention.call(hidden, mask);
+        return output.call(intermediate.call(attended), attended);
+    }
+}
+
+public sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
+{
+    readonly ModuleList<BertLayer> layer;
+
+    public BertEncoder(BertConfig config) : base(nameof(BertEncoder))
+    {
+        layer = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config)).ToArray());
+        RegisterComponents();
+    }
+
+    public IReadOnlyList<BertLayer> Layers => layer.ToList();
+
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        foreach (var block in layer)
+            hidden = block.call(hidden, mask);
+        return hidden;
+    }
+}
+
+/// <summary>tanh(dense(h[:, 0])): the [CLS] vector as BERT's pre-training shaped it.</summary>
+public sealed class BertPooler : nn.Module<Tensor, Tensor>
+{
+    readonly Linear dense;
+
+    public BertPooler(BertConfig config) : base(nameof(BertPooler))
+    {
+        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden) => tanh(dense.call(hidden[.., 0])); // (B, H)
+}
+
+/// <summary>
+/// The encoder: <c>forward(inputIds, attentionMask, tokenTypeIds)</c> → last hidden state (B, T, H).
+/// State-dict keys equal HuggingFace <c>BertModel</c>'s.
+/// </summary>
+public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
+{
+    readonly BertEmbeddings embeddings;
+    readonly BertEncoder encoder;
+    readonly BertPooler? pooler;
+
+    public BertModel(BertConfig config, bool addPooler = true) : base(nameof(BertModel))
+    {
+        config.Validate();
+        Config = config;
+        embeddings = new BertEmbeddings(config);
+        encoder = new BertEncoder(config);
+        pooler = addPooler ? new BertPooler(config) : null;
+        RegisterComponents();
+    }
+
+    public BertConfig Config { get; }
+    public BertEncoder Encoder => encoder;
+    public bool HasPooler => pooler is not null;
+
+    /// <param name="inputIds">(B, T) int64 token ids.</param>
+    /// <param name="attentionMask">(B, T), non-zero for real tokens and zero for padding.</param>
+    /// <param name="tokenTypeIds">(B, T) int64 segment ids.</param>
+    /// <returns>(B, T, H) last hidden state.</returns>
+    public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds)
+    {
+        using var scope = NewDisposeScope();
+        var mask = attentionMask.to_type(ScalarType.Bool).view(attentionMask.shape[0], 1, 1, attentionMask.shape[1]); // (B, 1, 1, T)
+        var hidden = encoder.call(embeddings.call(inputIds, tokenTypeIds), mask);
+        return hidden.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The pooled [CLS] vector (B, H) from a last hidden state.</summary>
+    public Tensor Pool(Tensor lastHidden) =>
+        pooler?.call(lastHidden) ?? throw new InvalidOperationException("this model was built without a pooler");
+}
+
+static class Activations
+{
+    public static Tensor Apply(string name, Tensor x) => name switch
+    {
+        "gelu" => F.gelu(x), // exact, erf-based, as BERT was trained
+        "gelu_new" or "gelu_pytorch_tanh" => F.gelu(x, GELU.Approximate.tanh),
+        "relu" => F.relu(x),
+        "silu" or "swish" => F.silu(x),
+        "tanh" => tanh(x),
+        "identity" or "linear" => x,
+        _ => throw new ArgumentException($"unknown activation '{name}'", nameof(name)),
+    };
+}
