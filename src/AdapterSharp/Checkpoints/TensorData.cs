@@ -35,6 +35,35 @@ public sealed record TensorData(TensorDType DType, long[] Shape, byte[] Bytes)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
 
+    /// <summary>
+    /// Bytes that a tensor of <paramref name="dtype"/> and <paramref name="shape"/> occupies, or null when a
+    /// dimension is negative or the size overflows a long. Readers check untrusted headers with this.
+    /// </summary>
+    public static long? ByteCount(TensorDType dtype, IReadOnlyList<long> shape)
+    {
+        long count = 1;
+        foreach (long dim in shape)
+        {
+            if (dim < 0) return null;
+            try { count = checked(count * dim); }
+            catch (OverflowException) { return null; }
+        }
+        try { return checked(count * dtype.ElementSize()); }
+        catch (OverflowException) { return null; }
+    }
+
+    /// <summary>The matrix transposed: [rows, cols] → [cols, rows], for any dtype.</summary>
+    public TensorData Transpose2D()
+    {
+        if (Shape.Length != 2) throw new InvalidOperationException($"Transpose2D needs a 2-D tensor, not [{string.Join(", ", Shape)}]");
+        int rows = checked((int)Shape[0]), cols = checked((int)Shape[1]), size = DType.ElementSize();
+        var result = new byte[Bytes.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                Buffer.BlockCopy(Bytes, (r * cols + c) * size, result, (c * rows + r) * size, size);
+        return new TensorData(DType, [Shape[1], Shape[0]], result);
+    }
+
     public static TensorData FromFloats(long[] shape, float[] values)
     {
         var bytes = new byte[values.Length * sizeof(float)];
@@ -75,3 +104,40 @@ public sealed record TensorData(TensorDType DType, long[] Shape, byte[] Bytes)
 
 /// <summary>A checkpoint file that cannot be read: the message names the file and the problem.</summary>
 public sealed class CheckpointException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>File access and message helpers shared by the checkpoint readers.</summary>
+internal static class CheckpointIO
+{
+    /// <summary>
+    /// Runs <paramref name="read"/>, turning I/O failures into a <see cref="CheckpointException"/> that names
+    /// <paramref name="path"/>, so callers see one exception type whatever went wrong.
+    /// </summary>
+    public static T Guard<T>(string path, Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new CheckpointException($"{path}: file not found", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointException($"{path}: cannot read: {OneLine(e.Message)}", e);
+        }
+    }
+
+    /// <summary>A name from an untrusted file, quoted, with control characters escaped so messages stay one line.</summary>
+    public static string Quote(string name)
+    {
+        const int MaxLength = 200;
+        var text = name.Length > MaxLength ? name[..MaxLength] + "…" : name;
+        return "'" + OneLine(text) + "'";
+    }
+
+    public static string OneLine(string text) =>
+        text.Any(char.IsControl)
+            ? string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()))
+            : text;
+}
