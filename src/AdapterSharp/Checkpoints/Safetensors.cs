@@ -290,10 +290,10 @@ public static class Safetensors
             string tensor = $"tensor {CheckpointIO.Quote(name)}";
             if (entry.Begin < expectedBegin)
                 throw Fail(path, $"{tensor} (bytes {entry.Begin}..{entry.End}) overlaps tensor {CheckpointIO.Quote(previous!)} (ending at {expectedBegin})");
-            if (entry.Begin > expectedBegin)
-                throw Fail(path, $"{tensor} starts at byte {entry.Begin}, leaving bytes {expectedBegin}..{entry.Begin} unused");
             if (entry.End > dataSize)
                 throw Fail(path, $"truncated: {tensor} needs bytes {entry.Begin}..{entry.End} but the data section has {dataSize}");
+            if (entry.Begin > expectedBegin)
+                throw Fail(path, $"{tensor} starts at byte {entry.Begin}, leaving bytes {expectedBegin}..{entry.Begin} unused");
             expectedBegin = entry.End;
             previous = name;
         }

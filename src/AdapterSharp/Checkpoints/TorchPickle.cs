@@ -86,8 +86,7 @@ public static class TorchPickle
         long? byteCount = TensorData.ByteCount(dtype, shape);
         if (byteCount is null || byteCount > Array.MaxLength || offset < 0 || stride.Any(s => s < 0))
             throw new CheckpointException($"{label}: invalid size, stride or offset");
-        var bytes = new byte[byteCount.Value];
-        if (bytes.Length == 0) return new TensorData(dtype, shape, bytes);
+        if (byteCount == 0) return new TensorData(dtype, shape, []);
 
         // The last element read must lie inside the storage; checked before any copy.
         long numel = storage.Length / size, last;
@@ -103,6 +102,7 @@ public static class TorchPickle
         if (last >= numel)
             throw new CheckpointException($"{label}: view reaches element {last} of a storage of {numel}");
 
+        var bytes = new byte[byteCount.Value];
         if (IsContiguous(shape, stride))
         {
             Buffer.BlockCopy(storage, checked((int)(offset * size)), bytes, 0, bytes.Length);
@@ -224,7 +224,7 @@ public static class TorchPickle
                     case (byte)'J': Push((long)BinaryPrimitives.ReadInt32LittleEndian(Bytes(4))); break;  // BININT
                     case 0x8a: Push(Long1(at)); break;  // LONG1
                     case (byte)'G': Push(BinaryPrimitives.ReadDoubleBigEndian(Bytes(8))); break;  // BINFLOAT
-                    case (byte)'X': Push(Utf8(Bytes(checked((int)BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4)))), at)); break;  // BINUNICODE
+                    case (byte)'X': Push(Utf8(Bytes(BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4))), at)); break;  // BINUNICODE
                     case 0x8c: Push(Utf8(Bytes(Byte()), at)); break;  // SHORT_BINUNICODE
                     case (byte)'c': Push(Global(Line(), Line())); break;  // GLOBAL
                     case 0x93:  // STACK_GLOBAL
@@ -362,11 +362,11 @@ public static class TorchPickle
 
         byte Byte() => Bytes(1)[0];
 
-        ReadOnlySpan<byte> Bytes(int count)
+        ReadOnlySpan<byte> Bytes(long count)
         {
             if (count < 0 || data.Length - position < count) throw Fail($"data.pkl is truncated at offset {position}");
-            var span = data.AsSpan(position, count);
-            position += count;
+            var span = data.AsSpan(position, (int)count);
+            position += (int)count;
             return span;
         }
 
