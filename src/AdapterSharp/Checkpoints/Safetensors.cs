@@ -112,29 +112,20 @@ public static class Safetensors
         }
 
         byte[] header = SerializeHeader(names, tensors, metadata);
-        string fullPath = Path.GetFullPath(path);
-        string temp = Path.Combine(
-            Path.GetDirectoryName(fullPath)!,
-            $"{Path.GetFileName(fullPath)}.tmp-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}");
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            AtomicFile.Write(path, stream =>
             {
                 Span<byte> length = stackalloc byte[8];
                 BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
                 stream.Write(length);
                 stream.Write(header);
                 foreach (string name in names) stream.Write(tensors[name].Bytes);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, fullPath, overwrite: true);
+            });
         }
-        catch (Exception e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            if (e is IOException or UnauthorizedAccessException)
-                throw new CheckpointException($"{path}: cannot write: {CheckpointIO.OneLine(e.Message)}", e);
-            throw;
+            throw new CheckpointException($"{path}: cannot write: {CheckpointIO.OneLine(e.Message)}", e);
         }
     }
 

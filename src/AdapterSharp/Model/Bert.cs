@@ -1,3 +1,4 @@
+using AdapterSharp.Adapters;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -18,16 +19,22 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     readonly Embedding token_type_embeddings;
     [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
     readonly Dropout dropout;
+    readonly AdapterSite adapters;
 
-    public BertEmbeddings(BertConfig config) : base(nameof(BertEmbeddings))
+    public BertEmbeddings(BertConfig config, AdapterRouting routing) : base(nameof(BertEmbeddings))
     {
         word_embeddings = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
         position_embeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
         token_type_embeddings = nn.Embedding(config.TypeVocabSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
+        adapters = new AdapterSite(routing);
         RegisterComponents();
     }
+
+    /// <summary>Per-task copies of the embedding LayerNorm (no bottleneck goes here).</summary>
+    public AdapterSite Adapters => adapters;
+    public LayerNorm LayerNorm => layer_norm;
 
     /// <param name="inputIds">(B, T) int64.</param>
     /// <param name="tokenTypeIds">(B, T) int64.</param>
@@ -38,7 +45,7 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
         var embeddings = word_embeddings.call(inputIds)
             + token_type_embeddings.call(tokenTypeIds)
             + position_embeddings.call(positions); // (B, T, H), positions broadcast over B
-        return dropout.call(layer_norm.call(embeddings));
+        return dropout.call(adapters.LayerNormFor(layer_norm).call(embeddings));
     }
 }
 
@@ -87,16 +94,22 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
     readonly Dropout dropout;
 
-    public BertSelfOutput(BertConfig config) : base(nameof(BertSelfOutput))
+    readonly AdapterSite adapters;
+
+    public BertSelfOutput(BertConfig config, AdapterRouting routing) : base(nameof(BertSelfOutput))
     {
         dense = nn.Linear(config.HiddenSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
+        adapters = new AdapterSite(routing);
         RegisterComponents();
     }
 
+    public AdapterSite Adapters => adapters;
+    public LayerNorm LayerNorm => layer_norm;
+
     public override Tensor forward(Tensor hidden, Tensor residual) =>
-        layer_norm.call(dropout.call(dense.call(hidden)) + residual);
+        adapters.Apply(dropout.call(dense.call(hidden)), residual, layer_norm);
 }
 
 public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
@@ -104,12 +117,14 @@ public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
     [ComponentName(Name = "self")] readonly BertSelfAttention self_attention;
     readonly BertSelfOutput output;
 
-    public BertAttention(BertConfig config) : base(nameof(BertAttention))
+    public BertAttention(BertConfig config, AdapterRouting routing) : base(nameof(BertAttention))
     {
         self_attention = new BertSelfAttention(config);
-        output = new BertSelfOutput(config);
+        output = new BertSelfOutput(config, routing);
         RegisterComponents();
     }
+
+    public BertSelfOutput Output => output;
 
     public override Tensor forward(Tensor hidden, Tensor mask) =>
         output.call(self_attention.call(hidden, mask), hidden);
@@ -137,16 +152,22 @@ public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
     [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
     readonly Dropout dropout;
 
-    public BertOutput(BertConfig config) : base(nameof(BertOutput))
+    readonly AdapterSite adapters;
+
+    public BertOutput(BertConfig config, AdapterRouting routing) : base(nameof(BertOutput))
     {
         dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
+        adapters = new AdapterSite(routing);
         RegisterComponents();
     }
 
+    public AdapterSite Adapters => adapters;
+    public LayerNorm LayerNorm => layer_norm;
+
     public override Tensor forward(Tensor intermediate, Tensor residual) =>
-        layer_norm.call(dropout.call(dense.call(intermediate)) + residual);
+        adapters.Apply(dropout.call(dense.call(intermediate)), residual, layer_norm);
 }
 
 public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
@@ -155,13 +176,16 @@ public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
     readonly BertIntermediate intermediate;
     readonly BertOutput output;
 
-    public BertLayer(BertConfig config) : base(nameof(BertLayer))
+    public BertLayer(BertConfig config, AdapterRouting routing) : base(nameof(BertLayer))
     {
-        attention = new BertAttention(config);
+        attention = new BertAttention(config, routing);
         intermediate = new BertIntermediate(config);
-        output = new BertOutput(config);
+        output = new BertOutput(config, routing);
         RegisterComponents();
     }
+
+    public BertAttention Attention => attention;
+    public BertOutput Output => output;
 
     public override Tensor forward(Tensor hidden, Tensor mask)
     {
@@ -174,9 +198,9 @@ public sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
 {
     readonly ModuleList<BertLayer> layer;
 
-    public BertEncoder(BertConfig config) : base(nameof(BertEncoder))
+    public BertEncoder(BertConfig config, AdapterRouting routing) : base(nameof(BertEncoder))
     {
-        layer = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config)).ToArray());
+        layer = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config, routing)).ToArray());
         RegisterComponents();
     }
 
@@ -218,14 +242,18 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         config.Validate();
         Config = config;
-        embeddings = new BertEmbeddings(config);
-        encoder = new BertEncoder(config);
+        embeddings = new BertEmbeddings(config, Routing);
+        encoder = new BertEncoder(config, Routing);
         pooler = addPooler ? new BertPooler(config) : null;
         RegisterComponents();
     }
 
     public BertConfig Config { get; }
+    public BertEmbeddings Embeddings => embeddings;
     public BertEncoder Encoder => encoder;
+
+    /// <summary>Which adapter the forward pass uses; shared by every adapter site of this model.</summary>
+    public AdapterRouting Routing { get; } = new();
     public bool HasPooler => pooler is not null;
 
     /// <param name="inputIds">(B, T) int64 token ids.</param>

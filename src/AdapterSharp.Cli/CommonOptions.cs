@@ -1,0 +1,64 @@
+using System.CommandLine;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Model;
+
+namespace AdapterSharp.Cli;
+
+static class CommonOptions
+{
+    public static readonly Option<bool> Verbose = new("--verbose", "-v")
+    {
+        Description = "Show stack traces and progress details.",
+        Recursive = true,
+    };
+
+    public static Option<string> Model() => new("--model", "-m")
+    {
+        Description = $"Built-in model id ({BuiltInModels.Names}), a HuggingFace model directory, or an .onnx file.",
+        DefaultValueFactory = _ => BuiltInModels.MiniLmL6.Id,
+    };
+
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "cpu, cuda (cuda:N) or auto (cuda when a CUDA libtorch is found).",
+        DefaultValueFactory = _ => "cpu",
+    };
+
+    public static Option<string?> Vocab() => new("--vocab")
+    {
+        Description = "vocab.txt or tokenizer.json (for an .onnx model, or to override a directory's).",
+    };
+}
+
+/// <summary>A command-line mistake the user can fix: printed as one line, without a stack trace.</summary>
+sealed class UsageException(string message) : Exception(message);
+
+static class Run
+{
+    /// <summary>
+    /// Runs a command body. Expected failures (bad files, bad options, bad data) become one line on stderr
+    /// and exit code 1; the stack trace only with --verbose.
+    /// </summary>
+    public static int Guarded(ParseResult parse, Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (e is UsageException or ModelFormatException or CheckpointException or IOException
+                                      or UnauthorizedAccessException or InvalidDataException or ArgumentException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            if (parse.GetValue(CommonOptions.Verbose)) Console.Error.WriteLine(e);
+            return 1;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}");
+            Console.Error.WriteLine(parse.GetValue(CommonOptions.Verbose) ? e.ToString() : "(run with --verbose for details)");
+            return 2;
+        }
+    }
+
+    public static Action<string> StderrLog => message => Console.Error.WriteLine(message);
+}

@@ -1,0 +1,119 @@
+using AdapterSharp.Model;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Adapters;
+
+/// <summary>
+/// What one named adapter holds at one site of the encoder: a bottleneck (<c>down</c> d→H·m, non-linearity,
+/// <c>up</c> m→d) and/or its own copy of the site's LayerNorm (LayerNorms trained per task). The forward pass
+/// returns the bottleneck's contribution, <c>scaling · W_up mean_k f(W_down,k h) + b_up</c>; the site adds it.
+/// </summary>
+public sealed class Adapter : nn.Module<Tensor, Tensor>
+{
+    readonly Linear? down;
+    readonly Linear? up;
+    [ComponentName(Name = "LayerNorm")] readonly LayerNorm? layer_norm;
+    readonly int heads;
+    readonly string nonLinearity;
+    readonly double scaling;
+
+    /// <param name="hidden">The encoder's hidden size d.</param>
+    /// <param name="config">Bottleneck size, heads, non-linearity, init, scaling.</param>
+    /// <param name="bottleneck">Whether this site gets a bottleneck (a LayerNorm-only adapter gets none).</param>
+    /// <param name="baseLayerNorm">The site's LayerNorm to copy for per-task training, or null to use the base's.</param>
+    public Adapter(int hidden, AdapterConfig config, bool bottleneck, LayerNorm? baseLayerNorm) : base(nameof(Adapter))
+    {
+        heads = config.Heads;
+        nonLinearity = config.NonLinearity;
+        scaling = config.Scaling;
+        IsParallel = config.Parallel;
+        if (bottleneck)
+        {
+            int size = config.BottleneckSize(hidden);
+            down = nn.Linear(hidden, (long)heads * size);
+            up = nn.Linear(size, hidden);
+            Initialize(config.Init);
+        }
+        if (baseLayerNorm is not null)
+        {
+            layer_norm = nn.LayerNorm(hidden, baseLayerNorm.eps);
+            using var noGrad = no_grad();
+            layer_norm.weight!.copy_(baseLayerNorm.weight!);
+            layer_norm.bias!.copy_(baseLayerNorm.bias!);
+        }
+        RegisterComponents();
+    }
+
+    public bool HasBottleneck => down is not null;
+
+    public bool IsParallel { get; }
+
+    /// <summary>The LayerNorm this adapter trains for its site, or null when it uses the base's.</summary>
+    public LayerNorm? LayerNorm => layer_norm;
+
+    void Initialize(AdapterInit init)
+    {
+        using var noGrad = no_grad();
+        foreach (var linear in new[] { down!, up! })
+        {
+            if (init == AdapterInit.Bert) nn.init.normal_(linear.weight!, 0, 0.02);
+            else nn.init.trunc_normal_(linear.weight!, 0, 1e-2, -2e-2, 2e-2);
+            nn.init.zeros_(linear.bias!);
+        }
+        if (init == AdapterInit.Zero) nn.init.zeros_(up!.weight!);
+    }
+
+    /// <param name="hidden">(B, T, d): the sublayer output (serial) or input (parallel).</param>
+    /// <returns>(B, T, d): what the adapter adds.</returns>
+    public override Tensor forward(Tensor hidden)
+    {
+        var inner = Activations.Apply(nonLinearity, down!.call(hidden)); // (B, T, H·m)
+        if (heads > 1)
+        {
+            // (1/H) Σ_k W_up f(W_down,k h) = W_up ((1/H) Σ_k f(W_down,k h)): average the heads, then project once.
+            var shape = inner.shape;
+            inner = inner.view(shape[0], shape[1], heads, shape[2] / heads).mean([2]); // (B, T, m)
+        }
+        var output = up!.call(inner);
+        return scaling == 1.0 ? output : output * scaling;
+    }
+}
+
+/// <summary>Which adapters a forward pass uses. One instance is shared by every site of a model.</summary>
+public sealed class AdapterRouting
+{
+    /// <summary>The active adapter's name, or null for the bare base model.</summary>
+    public string? Active { get; set; }
+}
+
+/// <summary>
+/// An adapter site: the named adapters placed at one point of the encoder (embeddings, attention output or
+/// FFN output of a layer), each a child module under its name: <c>….adapters.&lt;name&gt;.down.weight</c>.
+/// An empty site adds no keys, so the bare encoder's state dict stays HF's.
+/// </summary>
+public sealed class AdapterSite(AdapterRouting routing) : NamedModules<Adapter>
+{
+    Adapter? ActiveAdapter => routing.Active is { } name && TryGet(name, out var adapter) ? adapter : null;
+
+    /// <summary>
+    /// <c>LayerNorm(h + A(h) + residual)</c> in series, <c>LayerNorm(h + A(residual) + residual)</c> in parallel,
+    /// with the adapter's own LayerNorm if it trains one; the base model's sublayer when no adapter is active here.
+    /// </summary>
+    /// <param name="sublayer">(B, T, d) output of the sublayer's projection (after dropout).</param>
+    /// <param name="residual">(B, T, d) the sublayer's input.</param>
+    /// <param name="baseLayerNorm">The site's pretrained LayerNorm.</param>
+    public Tensor Apply(Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm)
+    {
+        var adapter = ActiveAdapter;
+        if (adapter is null) return baseLayerNorm.call(sublayer + residual);
+        if (adapter.HasBottleneck)
+            sublayer = sublayer + adapter.call(adapter.IsParallel ? residual : sublayer);
+        return (adapter.LayerNorm ?? baseLayerNorm).call(sublayer + residual);
+    }
+
+    /// <summary>The LayerNorm to use where the site has no sublayer (the embeddings).</summary>
+    public LayerNorm LayerNormFor(LayerNorm baseLayerNorm) => ActiveAdapter?.LayerNorm ?? baseLayerNorm;
+}

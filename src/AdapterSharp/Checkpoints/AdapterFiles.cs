@@ -1,0 +1,158 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using AdapterSharp.Adapters;
+using AdapterSharp.Heads;
+using AdapterSharp.Model;
+
+namespace AdapterSharp.Checkpoints;
+
+/// <summary>The base model an adapter was trained on: enough to refuse loading it onto another.</summary>
+public sealed record BaseModelIdentity
+{
+    [JsonPropertyName("id")] public string Id { get; init; } = "";
+    [JsonPropertyName("architecture")] public string Architecture { get; init; } = "bert";
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; }
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; init; }
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; init; }
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; }
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; }
+    [JsonPropertyName("weights_sha256")] public string WeightsSha256 { get; init; } = "";
+
+    public static BaseModelIdentity Of(PretrainedEncoder encoder) => new()
+    {
+        Id = encoder.Id,
+        HiddenSize = encoder.Config.HiddenSize,
+        NumHiddenLayers = encoder.Config.NumHiddenLayers,
+        NumAttentionHeads = encoder.Config.NumAttentionHeads,
+        IntermediateSize = encoder.Config.IntermediateSize,
+        VocabSize = encoder.Config.VocabSize,
+        WeightsSha256 = encoder.WeightsSha256(),
+    };
+
+    /// <summary>Null when <paramref name="other"/> is the same model, else what differs.</summary>
+    public string? Mismatch(BaseModelIdentity other)
+    {
+        if (HiddenSize != other.HiddenSize || NumHiddenLayers != other.NumHiddenLayers || NumAttentionHeads != other.NumAttentionHeads
+            || IntermediateSize != other.IntermediateSize || VocabSize != other.VocabSize)
+            return $"it was trained on '{Id}' ({NumHiddenLayers} layers, hidden {HiddenSize}), " +
+                   $"not on '{other.Id}' ({other.NumHiddenLayers} layers, hidden {other.HiddenSize})";
+        if (!string.Equals(WeightsSha256, other.WeightsSha256, StringComparison.OrdinalIgnoreCase))
+            return $"it was trained on '{Id}' (weights sha256 {Short(WeightsSha256)}), " +
+                   $"but the loaded base '{other.Id}' has different weights (sha256 {Short(other.WeightsSha256)})";
+        return null;
+
+        static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
+    }
+}
+
+/// <summary>Everything <c>adapter_config.json</c> holds.</summary>
+public sealed record AdapterManifest
+{
+    public const string FormatName = "adaptersharp-adapter";
+
+    [JsonPropertyName("format")] public string Format { get; init; } = FormatName;
+    [JsonPropertyName("format_version")] public int FormatVersion { get; init; } = 1;
+    [JsonPropertyName("name")] public string Name { get; init; } = "";
+    [JsonPropertyName("config")] public AdapterConfig Config { get; init; } = Methods.Houlsby;
+    [JsonPropertyName("head")] public HeadConfig Head { get; init; } = new();
+    [JsonPropertyName("base_model")] public BaseModelIdentity BaseModel { get; init; } = new();
+    [JsonPropertyName("task")] public string? Task { get; init; }
+    [JsonPropertyName("max_length")] public int MaxLength { get; init; } = 128;
+    [JsonPropertyName("metrics")] public Dictionary<string, double>? Metrics { get; init; }
+    [JsonPropertyName("trainable_parameters")] public long TrainableParameters { get; init; }
+}
+
+/// <summary>
+/// An adapter folder: <c>adapter_config.json</c> + <c>adapter_model.safetensors</c> holding only what the
+/// adapter trained (bottlenecks, LayerNorm copies, head). Written as a whole: a temporary folder is filled
+/// and then swapped in, so an existing adapter is never left half-overwritten.
+/// </summary>
+public static class AdapterFiles
+{
+    public const string ConfigFile = "adapter_config.json";
+    public const string WeightsFile = "adapter_model.safetensors";
+
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors)
+    {
+        var target = Path.GetFullPath(dir);
+        var parent = Path.GetDirectoryName(target)!;
+        Directory.CreateDirectory(parent);
+        var staging = Path.Combine(parent, $".{Path.GetFileName(target)}.tmp-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(staging);
+        try
+        {
+            Safetensors.Write(Path.Combine(staging, WeightsFile), tensors,
+                new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
+            File.WriteAllText(Path.Combine(staging, ConfigFile), JsonSerializer.Serialize(manifest, JsonOptions));
+            if (Directory.Exists(target))
+            {
+                var old = Path.Combine(parent, $".{Path.GetFileName(target)}.old-{Guid.NewGuid():N}");
+                Directory.Move(target, old);
+                Directory.Move(staging, target);
+                Directory.Delete(old, recursive: true);
+            }
+            else
+            {
+                Directory.Move(staging, target);
+            }
+        }
+        catch
+        {
+            if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+            throw;
+        }
+    }
+
+    public static AdapterManifest ReadManifest(string dir)
+    {
+        var path = Path.Combine(dir, ConfigFile);
+        if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: adapter folder not found");
+        if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not an adapter folder?)");
+        AdapterManifest? manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<AdapterManifest>(File.ReadAllText(path), JsonOptions);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException($"{path}: invalid adapter config: {e.Message.Split(" Path:")[0]}");
+        }
+        if (manifest is null || manifest.Format != AdapterManifest.FormatName)
+            throw new ModelFormatException($"{path}: not an AdapterSharp adapter config (format '{manifest?.Format}')");
+        if (manifest.FormatVersion != 1)
+            throw new ModelFormatException($"{path}: adapter format version {manifest.FormatVersion} is not supported (expected 1)");
+        try
+        {
+            manifest.Head.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new ModelFormatException($"{path}: {e.Message}");
+        }
+        return manifest;
+    }
+
+    /// <summary>
+    /// Loads the adapter in <paramref name="dir"/> into <paramref name="model"/> under <paramref name="name"/>
+    /// (default: the saved name), after checking that it was trained on <paramref name="baseModel"/>.
+    /// </summary>
+    public static AdapterManifest Load(string dir, AdapterModel model, BaseModelIdentity baseModel, string? name = null)
+    {
+        var manifest = ReadManifest(dir);
+        if (manifest.BaseModel.Mismatch(baseModel) is { } problem)
+            throw new ModelFormatException($"{dir}: cannot load this adapter onto this base: {problem}");
+        var weightsPath = Path.Combine(dir, WeightsFile);
+        var tensors = Safetensors.Read(weightsPath);
+        try
+        {
+            model.LoadAdapter(name ?? manifest.Name, manifest.Config, manifest.Head, tensors, weightsPath);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ModelFormatException($"{dir}: {e.Message}");
+        }
+        return manifest;
+    }
+}

@@ -1,0 +1,147 @@
+using System.Globalization;
+using AdapterSharp.Heads;
+using AdapterSharp.Text;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Data;
+
+/// <summary>Tokenized examples with their targets: a label index (classification) or a score (regression).</summary>
+public sealed class EncodedDataset
+{
+    EncodedDataset(int[][] ids, int[][] types, long[] labels, float[] scores)
+    {
+        Ids = ids;
+        TypeIds = types;
+        Labels = labels;
+        Scores = scores;
+    }
+
+    public int[][] Ids { get; }
+    public int[][] TypeIds { get; }
+    public long[] Labels { get; }
+    public float[] Scores { get; }
+    public int Count => Ids.Length;
+    public long TokenCount => Ids.Sum(i => (long)i.Length);
+
+    /// <summary>
+    /// The head a training set calls for: its distinct labels sorted by name (ordinal), or regression.
+    /// </summary>
+    public static HeadConfig HeadFor(IReadOnlyList<Example> training, bool regression)
+    {
+        if (regression) return HeadConfig.Regression();
+        var labels = training.Select(e => e.Label).Distinct().Order(StringComparer.Ordinal).ToArray();
+        if (labels.Length < 2)
+            throw new DataFormatException(
+                $"{(training.Count > 0 ? training[0].Source : "training data")}: needs at least two distinct labels, found {labels.Length}");
+        return HeadConfig.Classification(labels);
+    }
+
+    /// <summary>
+    /// Tokenizes <paramref name="examples"/> and maps labels through <paramref name="head"/>. A label the head
+    /// does not know, or a score that is not a number, is an error at file:line, or a skipped row when
+    /// <paramref name="skipBadRows"/> is set (counted in <paramref name="skipped"/>).
+    /// </summary>
+    public static EncodedDataset Encode(IReadOnlyList<Example> examples, BertTokenizer tokenizer, HeadConfig head,
+        int maxLength, bool skipBadRows, out int skipped)
+    {
+        var index = head.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
+        var ids = new List<int[]>(examples.Count);
+        var types = new List<int[]>(examples.Count);
+        var labels = new List<long>(examples.Count);
+        var scores = new List<float>(examples.Count);
+        skipped = 0;
+        foreach (var example in examples)
+        {
+            long label = 0;
+            float score = 0;
+            string? problem = null;
+            if (head.IsRegression)
+            {
+                if (!float.TryParse(example.Label, NumberStyles.Float, CultureInfo.InvariantCulture, out score) || !float.IsFinite(score))
+                    problem = $"score '{example.Label}' is not a number";
+            }
+            else if (!index.TryGetValue(example.Label, out label))
+            {
+                problem = $"label '{example.Label}' does not occur in the training labels ({string.Join(", ", head.Labels)})";
+            }
+            if (problem is not null)
+            {
+                if (!skipBadRows) throw new DataFormatException($"{example.Source}:{example.Line}: {problem}");
+                skipped++;
+                continue;
+            }
+            var encoding = tokenizer.Encode(example.Text, example.TextPair, maxLength);
+            ids.Add(encoding.InputIds);
+            types.Add(encoding.TokenTypeIds);
+            labels.Add(label);
+            scores.Add(score);
+        }
+        return new EncodedDataset([.. ids], [.. types], [.. labels], [.. scores]);
+    }
+
+    /// <summary>Inputs without labels (prediction).</summary>
+    public static EncodedDataset Unlabelled(IEnumerable<(string Text, string? Pair)> inputs, BertTokenizer tokenizer, int maxLength)
+    {
+        var encodings = inputs.Select(i => tokenizer.Encode(i.Text, i.Pair, maxLength)).ToArray();
+        return new EncodedDataset(encodings.Select(e => e.InputIds).ToArray(), encodings.Select(e => e.TokenTypeIds).ToArray(),
+            new long[encodings.Length], new float[encodings.Length]);
+    }
+
+    /// <summary>
+    /// Training order: shuffled, then sorted by length within pools of 50 batches and cut into batches whose
+    /// order is shuffled again, so each batch pads little while epochs still see varied batches.
+    /// </summary>
+    public List<int[]> ShuffledBatches(int batchSize, Random random)
+    {
+        var order = Enumerable.Range(0, Count).ToArray();
+        random.Shuffle(order);
+        var batches = new List<int[]>();
+        int pool = batchSize * 50;
+        for (int start = 0; start < order.Length; start += pool)
+        {
+            var chunk = order.AsSpan(start, Math.Min(pool, order.Length - start)).ToArray();
+            Array.Sort(chunk, (a, b) => Ids[a].Length.CompareTo(Ids[b].Length));
+            for (int i = 0; i < chunk.Length; i += batchSize)
+                batches.Add(chunk[i..Math.Min(i + batchSize, chunk.Length)]);
+        }
+        var shuffled = batches.ToArray();
+        random.Shuffle(shuffled);
+        return [.. shuffled];
+    }
+
+    /// <summary>Evaluation order: sorted by length (results are put back in input order by the caller).</summary>
+    public List<int[]> SortedBatches(int batchSize)
+    {
+        var order = Enumerable.Range(0, Count).OrderBy(i => Ids[i].Length).ToArray();
+        var batches = new List<int[]>();
+        for (int i = 0; i < order.Length; i += batchSize) batches.Add(order[i..Math.Min(i + batchSize, order.Length)]);
+        return batches;
+    }
+
+    /// <summary>The rows of one batch, padded to its longest row: ids, attention mask and token types (B, T), on CPU.</summary>
+    public (Tensor Ids, Tensor Mask, Tensor Types) Collate(int[] rows, int padId = 0)
+    {
+        int time = rows.Max(r => Ids[r].Length);
+        var ids = new long[rows.Length * time];
+        var mask = new long[rows.Length * time];
+        var types = new long[rows.Length * time];
+        for (int b = 0; b < rows.Length; b++)
+        {
+            var rowIds = Ids[rows[b]];
+            var rowTypes = TypeIds[rows[b]];
+            int offset = b * time;
+            for (int t = 0; t < time; t++)
+            {
+                bool real = t < rowIds.Length;
+                ids[offset + t] = real ? rowIds[t] : padId;
+                mask[offset + t] = real ? 1 : 0;
+                types[offset + t] = real ? rowTypes[t] : 0;
+            }
+        }
+        long[] shape = [rows.Length, time];
+        return (tensor(ids).view(shape), tensor(mask).view(shape), tensor(types).view(shape));
+    }
+
+    public Tensor LabelTensor(int[] rows) => tensor(rows.Select(r => Labels[r]).ToArray());
+    public Tensor ScoreTensor(int[] rows) => tensor(rows.Select(r => Scores[r]).ToArray());
+}

@@ -1,0 +1,163 @@
+using System.Text.Json;
+using AdapterSharp.Adapters;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
+using AdapterSharp.Heads;
+using AdapterSharp.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Training;
+
+/// <summary>Where training data comes from: a GLUE task folder, or train/dev files with named columns.</summary>
+public sealed record DataRequest
+{
+    /// <summary>A GLUE task name; with <see cref="TrainFile"/> unset, its files come from <see cref="DataDir"/>.</summary>
+    public string? Task { get; init; }
+    public string? DataDir { get; init; }
+    public string? TrainFile { get; init; }
+    public string? DevFile { get; init; }
+    public string? TextColumn { get; init; }
+    public string? TextPairColumn { get; init; }
+    public string? LabelColumn { get; init; }
+    public bool Regression { get; init; }
+    public bool SkipBadRows { get; init; }
+}
+
+/// <summary>Everything <c>adaptersharp train</c> needs, as one record.</summary>
+public sealed record TrainRequest
+{
+    public string Model { get; init; } = BuiltInModels.MiniLmL6.Id;
+    public string? Vocab { get; init; }
+    public DataRequest Data { get; init; } = new() { Task = "sst2" };
+    public AdapterConfig Method { get; init; } = Methods.Houlsby;
+    public string? AdapterName { get; init; }
+    public TrainOptions Options { get; init; } = new();
+    public int MaxLength { get; init; } = 128;
+    public string Output { get; init; } = "runs/run";
+    public string Device { get; init; } = "cpu";
+}
+
+/// <summary>A labelled data set ready for training: examples, task metadata and what was skipped.</summary>
+public sealed record TaskData(
+    string TaskName, IReadOnlyList<Example> Train, IReadOnlyList<Example> Dev, bool Regression, string[] Metrics, int Skipped, string? FirstSkip);
+
+public sealed record TrainingSummary(string RunDir, string AdapterDir, TrainResult Result, long TrainableParameters, long TotalParameters);
+
+/// <summary>
+/// The whole training run behind <c>adaptersharp train</c>: load the base and the data, add the adapter, train,
+/// keep the best checkpoint in <c>&lt;run&gt;/adapter</c> and append each evaluation to <c>&lt;run&gt;/metrics.jsonl</c>.
+/// </summary>
+public static class TrainingJob
+{
+    public static TaskData LoadData(DataRequest request)
+    {
+        if (request.TrainFile is not null || request.DevFile is not null)
+        {
+            if (request.TrainFile is null || request.DevFile is null)
+                throw new ArgumentException("--train and --dev go together");
+            if (request.TextColumn is null || request.LabelColumn is null)
+                throw new ArgumentException("--train/--dev need --text-column and --label-column");
+            var columns = new ColumnSpec(request.TextColumn, request.TextPairColumn, request.LabelColumn);
+            var train = DataReader.Read(request.TrainFile, columns, request.SkipBadRows);
+            var dev = DataReader.Read(request.DevFile, columns, request.SkipBadRows);
+            string[] metrics = request.Regression ? ["pearson", "spearman"] : ["accuracy"];
+            return new TaskData(request.Task ?? Path.GetFileNameWithoutExtension(request.TrainFile), train.Examples, dev.Examples,
+                request.Regression, metrics, train.Skipped + dev.Skipped, train.FirstSkipReason ?? dev.FirstSkipReason);
+        }
+        var task = GlueTasks.Get(request.Task ?? "sst2");
+        var dir = request.DataDir ?? GlueTasks.DefaultDirectory(task);
+        if (!Directory.Exists(dir)) throw new DataFormatException($"{dir}: data folder not found");
+        var trainData = GlueTasks.Read(task, Path.Combine(dir, task.TrainFile), request.SkipBadRows);
+        var devData = GlueTasks.Read(task, Path.Combine(dir, task.DevFile), request.SkipBadRows);
+        return new TaskData(task.Name, trainData.Examples, devData.Examples, task.IsRegression, task.Metrics,
+            trainData.Skipped + devData.Skipped, trainData.FirstSkipReason ?? devData.FirstSkipReason);
+    }
+
+    /// <summary>
+    /// Builds the model for training: the base without its pooler (the head reads the [CLS] vector of the last
+    /// layer) plus adapter <paramref name="name"/>.
+    /// </summary>
+    public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, AdapterConfig method, HeadConfig head, int seed)
+    {
+        var bert = new BertModel(encoder.Config, addPooler: false);
+        var weights = encoder.Weights.Where(w => !w.Key.StartsWith("pooler.", StringComparison.Ordinal))
+            .ToDictionary(w => w.Key, w => w.Value);
+        StateDict.Load(bert, weights, encoder.WeightsPath);
+        var model = new AdapterModel(bert);
+        manual_seed(seed);
+        model.AddAdapter(name, method, head);
+        model.Active = name;
+        return model;
+    }
+
+    public static TrainingSummary Run(TrainRequest request, Action<string>? log = null,
+        Action<Trainer>? observe = null, Device? device = null)
+    {
+        request.Options.Validate();
+        if (request.MaxLength < 8) throw new ArgumentException($"--max-length must be at least 8, got {request.MaxLength}");
+        var data = LoadData(request.Data);
+        if (data.Skipped > 0)
+            log?.Invoke($"skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
+        var encoder = Pretrained.Load(request.Model, request.Vocab, log);
+        if (request.MaxLength > encoder.Config.MaxPositionEmbeddings)
+            throw new ArgumentException($"--max-length {request.MaxLength} exceeds the model's {encoder.Config.MaxPositionEmbeddings} positions");
+        var head = EncodedDataset.HeadFor(data.Train, data.Regression);
+        var train = EncodedDataset.Encode(data.Train, encoder.Tokenizer, head, request.MaxLength, request.Data.SkipBadRows, out int skippedTrain);
+        var dev = EncodedDataset.Encode(data.Dev, encoder.Tokenizer, head, request.MaxLength, request.Data.SkipBadRows, out int skippedDev);
+        if (skippedTrain + skippedDev > 0) log?.Invoke($"skipped {skippedTrain + skippedDev} rows with unusable labels");
+        log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation examples, " +
+                    (head.IsRegression ? "regression" : $"labels {string.Join(", ", head.Labels)}"));
+
+        string name = request.AdapterName ?? SafeName(data.TaskName);
+        var target = device ?? CPU;
+        using var model = CreateModel(encoder, name, request.Method, head, request.Options.Seed);
+        model.to(target);
+        var trained = model.TrainOnly(name);
+        long trainable = trained.Sum(p => p.Parameter.numel());
+        long total = model.parameters().Sum(p => p.numel());
+        log?.Invoke($"{request.Method.Method}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
+
+        var runDir = Path.GetFullPath(request.Output);
+        Directory.CreateDirectory(runDir);
+        var adapterDir = Path.Combine(runDir, "adapter");
+        var metricsPath = Path.Combine(runDir, "metrics.jsonl");
+        var identity = BaseModelIdentity.Of(encoder);
+
+        var trainer = new Trainer(model, name, request.Options, target);
+        trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation);
+        observe?.Invoke(trainer);
+        var result = trainer.Train(train, dev, data.Metrics, evaluation =>
+            AdapterFiles.Save(adapterDir, new AdapterManifest
+            {
+                Name = name,
+                Config = request.Method,
+                Head = head,
+                BaseModel = identity,
+                Task = data.TaskName,
+                MaxLength = request.MaxLength,
+                Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
+                TrainableParameters = trainable,
+            }, model.AdapterTensors(name)));
+        return new TrainingSummary(runDir, adapterDir, result, trainable, total);
+    }
+
+    static void AppendMetrics(string path, Evaluation evaluation)
+    {
+        var record = new Dictionary<string, object>
+        {
+            ["epoch"] = evaluation.Epoch,
+            ["step"] = evaluation.Step,
+            ["loss"] = double.IsFinite(evaluation.Loss) ? Math.Round(evaluation.Loss, 6) : null!,
+            ["elapsed_s"] = Math.Round(evaluation.Elapsed.TotalSeconds, 1),
+        };
+        foreach (var (metric, value) in evaluation.Metrics) record[metric] = Math.Round(value, 6);
+        File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+    }
+
+    static string SafeName(string name)
+    {
+        var cleaned = new string(name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' ? c : '-').ToArray());
+        return cleaned.Length == 0 ? "adapter" : cleaned[..Math.Min(cleaned.Length, 64)];
+    }
+}

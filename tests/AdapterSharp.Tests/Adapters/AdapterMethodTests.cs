@@ -1,0 +1,104 @@
+using AdapterSharp.Adapters;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Heads;
+using AdapterSharp.Model;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Tests.Adapters;
+
+/// <summary>Every method through the same assertions, on the tiny BERT.</summary>
+public class AdapterMethodTests
+{
+    public static TheoryData<string> MethodNames => new(Methods.All.Select(m => m.Method));
+    public static TheoryData<string> BottleneckMethods => new(Methods.All.Where(m => m.HasBottleneck).Select(m => m.Method));
+
+    static readonly HeadConfig TwoLabels = HeadConfig.Classification(["neg", "pos"]);
+
+    static AdapterModel Create(AdapterConfig config, string name = "task")
+    {
+        var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
+        manual_seed(4);
+        model.AddAdapter(name, config, TwoLabels);
+        model.Active = name;
+        model.eval();
+        return model;
+    }
+
+    static Tensor BaseHidden(AdapterModel model, (Tensor Ids, Tensor Mask, Tensor Types) batch)
+    {
+        var active = model.Active;
+        model.Active = null;
+        var hidden = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        model.Active = active;
+        return hidden;
+    }
+
+    [Theory]
+    [MemberData(nameof(MethodNames))]
+    public void Zero_init_gives_the_base_model_outputs_exactly(string method)
+    {
+        using var model = Create(Methods.Get(method) with { Init = AdapterInit.Zero });
+        var batch = TinyBert.Batch(5, 7, 4);
+        using var noGrad = no_grad();
+        using var expected = BaseHidden(model, batch);
+        using var actual = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        Assert.True((expected - actual).abs().max().item<float>() <= 1e-6f);
+    }
+
+    [Theory]
+    [MemberData(nameof(BottleneckMethods))]
+    public void Houlsby_init_stays_within_one_percent_of_the_base_model(string method)
+    {
+        using var model = Create(Methods.Get(method) with { Init = AdapterInit.Houlsby });
+        var batch = TinyBert.Batch(6, 9, 9);
+        using var noGrad = no_grad();
+        using var expected = BaseHidden(model, batch);
+        using var actual = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        var relative = ((expected - actual).norm() / expected.norm()).item<float>();
+        Assert.True(relative <= 1e-2, $"relative difference {relative}");
+        Assert.True(relative > 0, "the adapter should not be an exact identity with houlsby init");
+    }
+
+    [Fact]
+    public void Houlsby_trainable_parameters_follow_the_paper_formula()
+    {
+        using var model = Create(Methods.Houlsby);
+        var trained = model.TrainOnly("task");
+        int L = TinyBert.Config.NumHiddenLayers, d = TinyBert.Config.HiddenSize, m = 64;
+        long layerNorms = (2L * L + 1) * 2 * d;
+        long head = d * 2 + 2;
+        Assert.Equal(2L * L * (2L * m * d + m + d) + layerNorms + head, trained.Sum(p => p.Parameter.numel()));
+    }
+
+    [Fact]
+    public void Adapter_keys_sit_under_their_site_and_removing_the_adapter_removes_them()
+    {
+        using var model = Create(Methods.Houlsby, "sst2");
+        var keys = StateDict.Tensors(model).Keys.ToHashSet();
+        Assert.Contains("bert.encoder.layer.0.attention.output.adapters.sst2.down.weight", keys);
+        Assert.Contains("bert.encoder.layer.1.output.adapters.sst2.up.bias", keys);
+        Assert.Contains("bert.encoder.layer.1.output.adapters.sst2.LayerNorm.weight", keys);
+        Assert.Contains("bert.embeddings.adapters.sst2.LayerNorm.bias", keys);
+        Assert.Contains("heads.sst2.classifier.weight", keys);
+        model.RemoveAdapter("sst2");
+        Assert.DoesNotContain(StateDict.Tensors(model).Keys, k => k.Contains("sst2"));
+    }
+
+    [Fact]
+    public void Multihead_averages_heads_through_one_shared_up_projection()
+    {
+        var config = Methods.MultiHead with { AdapterSize = 8, Heads = 4, Init = AdapterInit.Bert };
+        using var model = Create(config);
+        var tensors = model.AdapterTensors("task");
+        Assert.Equal(new long[] { 32, 32 }, tensors["encoder.layer.0.output.adapter.down.weight"].Shape); // H·m × d
+        Assert.Equal(new long[] { 32, 8 }, tensors["encoder.layer.0.output.adapter.up.weight"].Shape);   // d × m
+    }
+
+    [Fact]
+    public void Reverse_adapters_expand_to_twice_the_hidden_size()
+    {
+        using var model = Create(Methods.Reverse);
+        var tensors = model.AdapterTensors("task");
+        Assert.Equal(new long[] { 64, 32 }, tensors["encoder.layer.0.output.adapter.down.weight"].Shape);
+    }
+}
