@@ -25,6 +25,19 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>
+    /// The base for adapter tuning and serving: the pretrained encoder without its pooler (heads read the
+    /// [CLS] vector of the last layer), no adapters yet.
+    /// </summary>
+    public static AdapterModel FromPretrained(PretrainedEncoder encoder)
+    {
+        var bert = new BertModel(encoder.Config, addPooler: false);
+        var weights = encoder.Weights.Where(w => !w.Key.StartsWith("pooler.", StringComparison.Ordinal))
+            .ToDictionary(w => w.Key, w => w.Value);
+        StateDict.Load(bert, weights, encoder.WeightsPath);
+        return new AdapterModel(bert);
+    }
+
     public BertModel Bert => bert;
     public BertConfig Config => bert.Config;
     public IReadOnlyDictionary<string, AdapterConfig> Adapters => configs;

@@ -141,7 +141,11 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
             return evaluation;
         }
 
-        bool OutOfTime() => options.TimeBudget is { } budget && clock.Elapsed + evalCost >= budget;
+        // Until the first evaluation has been timed, guess: forward only (~1/3 of a training step's work) over the dev set.
+        TimeSpan EvalReserve(TimeSpan perStep) =>
+            evalCost > TimeSpan.Zero ? evalCost : perStep * (dev.Count / (double)options.BatchSize) * 0.5;
+
+        bool OutOfTime() => options.TimeBudget is { } budget && step > 0 && clock.Elapsed + EvalReserve(clock.Elapsed / step) >= budget;
 
         model.train();
         long lastEvalStep = -1;
@@ -174,14 +178,15 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                 optimizer.zero_grad();
                 step++;
 
-                if (!budgetPlanned && step == Math.Min(20, plannedSteps))
+                if (options.TimeBudget is { } limit && step % 10 == 0)
                 {
-                    // Fit the schedule to the budget: from the measured speed, how many steps remain in it.
+                    // Fit the schedule to the budget, from the speed measured so far (re-measured as it goes, since
+                    // other load on the machine changes it): decay reaches zero when the time runs out.
                     var perStep = clock.Elapsed / step;
-                    var left = options.TimeBudget!.Value - clock.Elapsed - EstimatedEvalCost(dev.Count, perStep, options);
+                    var left = limit - clock.Elapsed - EvalReserve(perStep);
                     long affordable = step + Math.Max(1, (long)(left / perStep));
                     totalSteps = Math.Min(plannedSteps, affordable);
-                    warmup = Math.Min(warmup, (long)(options.WarmupRatio * totalSteps));
+                    if (!budgetPlanned) warmup = Math.Min(warmup, (long)(options.WarmupRatio * totalSteps));
                     budgetPlanned = true;
                 }
 
@@ -210,7 +215,7 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                     stopReason = $"early stopping: no improvement in {patience} evaluations";
                     goto Done;
                 }
-                if (OutOfTime() || step >= totalSteps && totalSteps < plannedSteps)
+                if (OutOfTime() || (step >= totalSteps && totalSteps < plannedSteps))
                 {
                     stopReason = $"time budget of {options.TimeBudget!.Value.TotalMinutes:g3} min reached";
                     if (lastEvalStep != step) RunEvaluation(epoch);
@@ -237,11 +242,6 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
 
     static TimeSpan Remaining(long step, long total, TimeSpan elapsed) =>
         step == 0 ? TimeSpan.Zero : elapsed / step * Math.Max(0, total - step);
-
-    // Evaluation runs forward only (~1/3 of a training step's work) at a larger batch: a rough, safe guess
-    // until the first real evaluation has been timed.
-    static TimeSpan EstimatedEvalCost(int devCount, TimeSpan perStep, TrainOptions options) =>
-        perStep * (devCount / (double)(options.BatchSize * options.GradientAccumulation)) * 0.5;
 
     OptimizerHelper CreateOptimizer(List<(string Name, Parameter Parameter)> trained)
     {

@@ -80,11 +80,7 @@ public static class TrainingJob
     /// </summary>
     public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, AdapterConfig method, HeadConfig head, int seed)
     {
-        var bert = new BertModel(encoder.Config, addPooler: false);
-        var weights = encoder.Weights.Where(w => !w.Key.StartsWith("pooler.", StringComparison.Ordinal))
-            .ToDictionary(w => w.Key, w => w.Value);
-        StateDict.Load(bert, weights, encoder.WeightsPath);
-        var model = new AdapterModel(bert);
+        var model = AdapterModel.FromPretrained(encoder);
         manual_seed(seed);
         model.AddAdapter(name, method, head);
         model.Active = name;

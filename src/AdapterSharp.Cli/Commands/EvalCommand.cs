@@ -1,0 +1,62 @@
+using System.CommandLine;
+using System.Text.Json;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
+using AdapterSharp.Training;
+
+namespace AdapterSharp.Cli.Commands;
+
+/// <summary><c>adaptersharp eval --adapter DIR</c>: the adapter's metrics on its task's dev set, or on given data.</summary>
+static class EvalCommand
+{
+    public static Command Create()
+    {
+        var adapter = AdapterOptions.Adapter();
+        var model = AdapterOptions.BaseModel();
+        var vocab = CommonOptions.Vocab();
+        var device = CommonOptions.Device();
+        var task = new Option<string?>("--task") { Description = "GLUE task (default: the task the adapter was trained on)." };
+        var data = new Option<string?>("--data") { Description = "The task's folder." };
+        var devFile = new Option<string?>("--dev") { Description = "Evaluation file (.tsv, .csv, .jsonl) with named columns." };
+        var textColumn = new Option<string?>("--text-column");
+        var pairColumn = new Option<string?>("--text-pair-column");
+        var labelColumn = new Option<string?>("--label-column");
+        var skipBad = new Option<bool>("--skip-bad-rows");
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 128 };
+        var command = new Command("eval", "Score an adapter on labelled data with its task's metrics (prints JSON).")
+        {
+            adapter, model, vocab, device, task, data, devFile, textColumn, pairColumn, labelColumn, skipBad, batch,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
+                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog));
+            using var _ = loaded;
+            var manifest = loaded.Manifest;
+            var request = new DataRequest
+            {
+                Task = parse.GetValue(task) ?? (parse.GetValue(devFile) is null ? manifest.Task : null),
+                DataDir = parse.GetValue(data),
+                TrainFile = parse.GetValue(devFile),
+                DevFile = parse.GetValue(devFile),
+                TextColumn = parse.GetValue(textColumn),
+                TextPairColumn = parse.GetValue(pairColumn),
+                LabelColumn = parse.GetValue(labelColumn),
+                Regression = manifest.Head.IsRegression,
+                SkipBadRows = parse.GetValue(skipBad),
+            };
+            if (request.Task is null && request.DevFile is null)
+                throw new UsageException("the adapter records no task: pass --task or --dev with column options");
+            var taskData = TrainingJob.LoadData(request);
+            var dev = EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength,
+                request.SkipBadRows, out int skipped);
+            var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, parse.GetValue(batch), loaded.Device);
+            var result = new Dictionary<string, object> { ["adapter"] = manifest.Name, ["task"] = taskData.TaskName, ["examples"] = dev.Count };
+            if (skipped + taskData.Skipped > 0) result["skipped"] = skipped + taskData.Skipped;
+            foreach (var (name, value) in metrics) result[name] = Math.Round(value, 6);
+            Console.WriteLine(JsonSerializer.Serialize(result));
+            return 0;
+        }));
+        return command;
+    }
+}

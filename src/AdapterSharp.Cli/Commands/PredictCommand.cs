@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.Text.Json;
+using AdapterSharp.Data;
+using AdapterSharp.Training;
+
+namespace AdapterSharp.Cli.Commands;
+
+/// <summary>
+/// <c>adaptersharp predict --adapter DIR [TEXT…]</c>: texts from arguments, from <c>--input FILE</c> or from stdin
+/// (one per line, or JSONL <c>{"text": …, "text_pair"?: …}</c>) → JSONL with the label and its probabilities, or the score.
+/// </summary>
+static class PredictCommand
+{
+    public static Command Create()
+    {
+        var adapter = AdapterOptions.Adapter();
+        var model = AdapterOptions.BaseModel();
+        var vocab = CommonOptions.Vocab();
+        var device = CommonOptions.Device();
+        var input = new Option<string?>("--input", "-i") { Description = "File of texts: plain lines or JSONL; '-' for stdin." };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 64 };
+        var texts = new Argument<string[]>("texts") { Description = "Texts to classify (else --input or stdin).", Arity = ArgumentArity.ZeroOrMore };
+        var command = new Command("predict", "Predict with an adapter: JSONL with label and probabilities (or score) per input.")
+        {
+            adapter, model, vocab, device, input, batch, texts,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
+            using var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
+                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog));
+            var head = loaded.Manifest.Head;
+            var data = EncodedDataset.Unlabelled(inputs.Select(i => (i.Text, i.Pair)), loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
+            var outputs = Trainer.Predict(loaded.Model, data, parse.GetValue(batch), loaded.Device);
+            for (int i = 0; i < inputs.Count; i++)
+            {
+                var row = new Dictionary<string, object> { ["text"] = inputs[i].Text };
+                if (inputs[i].Pair is { } pair) row["text_pair"] = pair;
+                if (head.IsRegression)
+                {
+                    row["score"] = outputs[i][0];
+                }
+                else
+                {
+                    var probabilities = Softmax(outputs[i]);
+                    int best = Array.IndexOf(probabilities, probabilities.Max());
+                    row["label"] = head.Labels[best];
+                    row["probabilities"] = head.Labels.Select((l, k) => (l, k)).ToDictionary(p => p.l, p => Math.Round(probabilities[p.k], 6));
+                }
+                Console.WriteLine(JsonSerializer.Serialize(row));
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    static List<(string Text, string? Pair)> ReadInputs(string[] arguments, string? path)
+    {
+        if (arguments.Length > 0)
+        {
+            if (path is not null) throw new UsageException("give texts as arguments or --input, not both");
+            return arguments.Select(t => (t, (string?)null)).ToList();
+        }
+        using var reader = path is null or "-" ? Console.In : new StreamReader(File.Exists(path) ? path : throw new UsageException($"{path}: file not found"));
+        var source = path is null or "-" ? "<stdin>" : path;
+        var result = new List<(string, string?)>();
+        int lineNumber = 0;
+        while (reader.ReadLine() is { } line)
+        {
+            lineNumber++;
+            if (line.Trim().Length == 0) continue;
+            if (!line.TrimStart().StartsWith('{'))
+            {
+                result.Add((line, null));
+                continue;
+            }
+            try
+            {
+                using var document = JsonDocument.Parse(line);
+                var root = document.RootElement;
+                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{source}:{lineNumber}: missing string field \"text\"");
+                string? pair = root.TryGetProperty("text_pair", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+                result.Add((text.GetString()!, pair));
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"{source}:{lineNumber}: invalid JSON: {e.Message.Split(" LineNumber")[0]}");
+            }
+        }
+        if (result.Count == 0) throw new UsageException($"{source}: no texts to predict");
+        return result;
+    }
+
+    static double[] Softmax(float[] logits)
+    {
+        double max = logits.Max();
+        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
+        double sum = exp.Sum();
+        return exp.Select(e => e / sum).ToArray();
+    }
+}
