@@ -171,11 +171,15 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                 bool boundary = (b + 1) % options.GradientAccumulation == 0 || b == batches.Count - 1;
                 if (!boundary) continue;
 
-                if (options.MaxGradNorm > 0) nn.utils.clip_grad_norm_(parameters, options.MaxGradNorm);
                 double lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
-                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-                optimizer.step();
-                optimizer.zero_grad();
+                using (NewDisposeScope())
+                {
+                    // Reading .grad makes a managed wrapper per parameter; the scope releases them every step.
+                    if (options.MaxGradNorm > 0) nn.utils.clip_grad_norm_(parameters, options.MaxGradNorm);
+                    foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+                    optimizer.step();
+                    optimizer.zero_grad();
+                }
                 step++;
 
                 if (options.TimeBudget is { } limit && step % 10 == 0)
@@ -193,7 +197,7 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                 if (step % options.LogEverySteps == 0 || b == batches.Count - 1)
                 {
                     lastLoss = runningLoss.item<float>() / Math.Max(1, lossTerms); // the one host sync per N steps
-                    runningLoss.zero_();
+                    using (NewDisposeScope()) runningLoss.zero_();
                     lossTerms = 0;
                     if (!double.IsFinite(lastLoss))
                         throw new TrainingException(
