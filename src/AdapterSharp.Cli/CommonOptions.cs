@@ -1,6 +1,8 @@
 using System.CommandLine;
 using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
 using AdapterSharp.Model;
+using AdapterSharp.Training;
 
 namespace AdapterSharp.Cli;
 
@@ -45,8 +47,9 @@ static class Run
         {
             return body();
         }
-        catch (Exception e) when (e is UsageException or ModelFormatException or CheckpointException or IOException
-                                      or UnauthorizedAccessException or InvalidDataException or ArgumentException)
+        catch (Exception e) when (e is UsageException or ModelFormatException or CheckpointException or DataFormatException
+                                      or TrainingException or IOException or UnauthorizedAccessException
+                                      or InvalidDataException or ArgumentException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             if (parse.GetValue(CommonOptions.Verbose)) Console.Error.WriteLine(e);
