@@ -36,14 +36,16 @@ sealed class LoadedAdapter : IDisposable
     public AdapterManifest Manifest { get; }
     public Device Device { get; }
 
-    public static LoadedAdapter Open(string adapterDir, string? baseModel, string? vocab, Device device)
+    public static LoadedAdapter Open(string adapterDir, string? baseModel, string? vocab, Device device, string precision = "auto")
     {
         var manifest = AdapterFiles.ReadManifest(adapterDir);
         var encoder = Pretrained.Load(baseModel ?? manifest.BaseModel.Id, vocab, Run.StderrLog);
         var model = AdapterModel.FromPretrained(encoder);
         AdapterFiles.Load(adapterDir, model, BaseModelIdentity.Of(encoder));
         model.Active = manifest.Name;
+        model.FreezeAll();
         model.to(device);
+        model.Bert.UseMatmulType(Devices.MatmulType(precision, device));
         model.eval();
         return new LoadedAdapter(encoder, model, manifest, device);
     }

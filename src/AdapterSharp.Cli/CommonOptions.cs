@@ -26,6 +26,12 @@ static class CommonOptions
         DefaultValueFactory = _ => "cpu",
     };
 
+    public static Option<string> Precision() => new("--precision")
+    {
+        Description = "Matrix products in auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16; LayerNorms and losses stay fp32.",
+        DefaultValueFactory = _ => "auto",
+    };
+
     public static Option<string?> Vocab() => new("--vocab")
     {
         Description = "vocab.txt or tokenizer.json (for an .onnx model, or to override a directory's).",

@@ -15,6 +15,7 @@ static class EvalCommand
         var model = AdapterOptions.BaseModel();
         var vocab = CommonOptions.Vocab();
         var device = CommonOptions.Device();
+        var precision = CommonOptions.Precision();
         var task = new Option<string?>("--task") { Description = "GLUE task (default: the task the adapter was trained on)." };
         var data = new Option<string?>("--data") { Description = "The task's folder." };
         var devFile = new Option<string?>("--dev") { Description = "Evaluation file (.tsv, .csv, .jsonl) with named columns." };
@@ -25,12 +26,12 @@ static class EvalCommand
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 128 };
         var command = new Command("eval", "Score an adapter on labelled data with its task's metrics (prints JSON).")
         {
-            adapter, model, vocab, device, task, data, devFile, textColumn, pairColumn, labelColumn, skipBad, batch,
+            adapter, model, vocab, device, precision, task, data, devFile, textColumn, pairColumn, labelColumn, skipBad, batch,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
-                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog));
+                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
             using var _ = loaded;
             var manifest = loaded.Manifest;
             var request = new DataRequest

@@ -17,18 +17,19 @@ static class PredictCommand
         var model = AdapterOptions.BaseModel();
         var vocab = CommonOptions.Vocab();
         var device = CommonOptions.Device();
+        var precision = CommonOptions.Precision();
         var input = new Option<string?>("--input", "-i") { Description = "File of texts: plain lines or JSONL; '-' for stdin." };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 64 };
         var texts = new Argument<string[]>("texts") { Description = "Texts to classify (else --input or stdin).", Arity = ArgumentArity.ZeroOrMore };
         var command = new Command("predict", "Predict with an adapter: JSONL with label and probabilities (or score) per input.")
         {
-            adapter, model, vocab, device, input, batch, texts,
+            adapter, model, vocab, device, precision, input, batch, texts,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             using var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
-                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog));
+                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
             var head = loaded.Manifest.Head;
             var data = EncodedDataset.Unlabelled(inputs.Select(i => (i.Text, i.Pair)), loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
             var outputs = Trainer.Predict(loaded.Model, data, parse.GetValue(batch), loaded.Device);

@@ -16,6 +16,7 @@ static class TrainCommand
         var model = CommonOptions.Model();
         var vocab = CommonOptions.Vocab();
         var device = CommonOptions.Device();
+        var precision = CommonOptions.Precision();
         var task = new Option<string?>("--task") { Description = $"GLUE task ({GlueTasks.Names}); default sst2 unless --train is given." };
         var data = new Option<string?>("--data") { Description = "The task's folder (default $ADAPTERSHARP_DATA/glue/<TASK>, else ../shared/datasets/glue/<TASK>)." };
         var trainFile = new Option<string?>("--train") { Description = "Training file (.tsv, .csv or .jsonl) with named columns." };
@@ -42,7 +43,7 @@ static class TrainCommand
 
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
         {
-            model, vocab, device, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
+            model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
             lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, output,
         };
         method.AddTo(command);
@@ -55,6 +56,7 @@ static class TrainCommand
                 Model = parse.GetValue(model)!,
                 Vocab = parse.GetValue(vocab),
                 Device = parse.GetValue(device)!,
+                Precision = parse.GetValue(precision)!,
                 Data = new DataRequest
                 {
                     Task = taskName,

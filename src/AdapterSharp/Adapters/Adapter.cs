@@ -19,13 +19,16 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
     readonly int heads;
     readonly string nonLinearity;
     readonly double scaling;
+    readonly ForwardContext context;
 
     /// <param name="hidden">The encoder's hidden size d.</param>
     /// <param name="config">Bottleneck size, heads, non-linearity, init, scaling.</param>
     /// <param name="bottleneck">Whether this site gets a bottleneck (a LayerNorm-only adapter gets none).</param>
     /// <param name="baseLayerNorm">The site's LayerNorm to copy for per-task training, or null to use the base's.</param>
-    public Adapter(int hidden, AdapterConfig config, bool bottleneck, LayerNorm? baseLayerNorm) : base(nameof(Adapter))
+    /// <param name="context">The encoder's forward context (matmul precision).</param>
+    public Adapter(int hidden, AdapterConfig config, bool bottleneck, LayerNorm? baseLayerNorm, ForwardContext context) : base(nameof(Adapter))
     {
+        this.context = context;
         heads = config.Heads;
         nonLinearity = config.NonLinearity;
         scaling = config.Scaling;
@@ -70,23 +73,16 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
     /// <returns>(B, T, d): what the adapter adds.</returns>
     public override Tensor forward(Tensor hidden)
     {
-        var inner = Activations.Apply(nonLinearity, down!.call(hidden)); // (B, T, H·m)
+        var inner = Activations.Apply(nonLinearity, context.Project(down!, hidden)); // (B, T, H·m)
         if (heads > 1)
         {
             // (1/H) Σ_k W_up f(W_down,k h) = W_up ((1/H) Σ_k f(W_down,k h)): average the heads, then project once.
             var shape = inner.shape;
             inner = inner.view(shape[0], shape[1], heads, shape[2] / heads).mean([2]); // (B, T, m)
         }
-        var output = up!.call(inner);
+        var output = context.Project(up!, inner);
         return scaling == 1.0 ? output : output * scaling;
     }
-}
-
-/// <summary>Which adapters a forward pass uses. One instance is shared by every site of a model.</summary>
-public sealed class AdapterRouting
-{
-    /// <summary>The active adapter's name, or null for the bare base model.</summary>
-    public string? Active { get; set; }
 }
 
 /// <summary>
@@ -94,9 +90,9 @@ public sealed class AdapterRouting
 /// FFN output of a layer), each a child module under its name: <c>….adapters.&lt;name&gt;.down.weight</c>.
 /// An empty site adds no keys, so the bare encoder's state dict stays HF's.
 /// </summary>
-public sealed class AdapterSite(AdapterRouting routing) : NamedModules<Adapter>
+public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
 {
-    Adapter? ActiveAdapter => routing.Active is { } name && TryGet(name, out var adapter) ? adapter : null;
+    Adapter? ActiveAdapter => context.ActiveAdapter is { } name && TryGet(name, out var adapter) ? adapter : null;
 
     /// <summary>
     /// <c>LayerNorm(h + A(h) + residual)</c> in series, <c>LayerNorm(h + A(residual) + residual)</c> in parallel,

@@ -46,12 +46,12 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// <summary>The active adapter (and head), or null for none.</summary>
     public string? Active
     {
-        get => bert.Routing.Active;
+        get => bert.Context.ActiveAdapter;
         set
         {
             if (value is not null && !configs.ContainsKey(value))
                 throw new ArgumentException($"no adapter named '{value}' (loaded: {string.Join(", ", configs.Keys)})");
-            bert.Routing.Active = value;
+            bert.Context.ActiveAdapter = value;
         }
     }
 
@@ -68,7 +68,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, and so does one already loaded");
         int hidden = Config.HiddenSize;
         if (config.TrainLayerNorms && config.Layers is null)
-            bert.Embeddings.Adapters.Add(name, new Adapter(hidden, config, bottleneck: false, bert.Embeddings.LayerNorm));
+            bert.Embeddings.Adapters.Add(name, new Adapter(hidden, config, bottleneck: false, bert.Embeddings.LayerNorm, bert.Context));
         var layers = bert.Encoder.Layers;
         for (int i = 0; i < layers.Count; i++)
         {
@@ -82,7 +82,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         void AddAt(AdapterSite site, LayerNorm layerNorm, bool bottleneck)
         {
             if (bottleneck || config.TrainLayerNorms)
-                site.Add(name, new Adapter(hidden, config, bottleneck, config.TrainLayerNorms ? layerNorm : null));
+                site.Add(name, new Adapter(hidden, config, bottleneck, config.TrainLayerNorms ? layerNorm : null, bert.Context));
         }
     }
 
@@ -122,6 +122,12 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         return trained;
     }
 
+    /// <summary>Freezes every parameter (serving).</summary>
+    public void FreezeAll()
+    {
+        foreach (var parameter in parameters()) parameter.requires_grad = false;
+    }
+
     /// <summary>Whether the tensor at <paramref name="path"/> belongs to (is trained by) adapter <paramref name="name"/>.</summary>
     public bool IsTrainedBy(string name, string path)
     {
@@ -141,11 +147,15 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     }
 
     /// <summary>(B, labels) logits or (B, 1) scores from the active adapter's head.</summary>
-    public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds)
+    public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) =>
+        Logits(inputIds, attentionMask, tokenTypeIds);
+
+    /// <summary><see cref="forward"/>, with a null mask meaning "no padding in this batch".</summary>
+    public Tensor Logits(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds)
     {
         var name = Active ?? throw new InvalidOperationException("no active adapter: set Active first");
         using var scope = NewDisposeScope();
-        var hidden = bert.call(inputIds, attentionMask, tokenTypeIds);
+        var hidden = bert.Encode(inputIds, attentionMask, tokenTypeIds);
         return heads[name].call(hidden).MoveToOuterDisposeScope();
     }
 

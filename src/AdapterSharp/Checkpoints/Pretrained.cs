@@ -109,18 +109,35 @@ public static class Pretrained
 
     static BertTokenizer LoadTokenizer(string dir, string? vocabPath)
     {
-        if (vocabPath is not null) return OpenVocab(vocabPath);
+        bool lowerCase = LowerCase(dir);
+        if (vocabPath is not null) return OpenVocab(vocabPath, lowerCase);
         var vocab = Path.Combine(dir, "vocab.txt");
-        if (File.Exists(vocab)) return OpenVocab(vocab);
+        if (File.Exists(vocab)) return OpenVocab(vocab, lowerCase);
         var json = Path.Combine(dir, "tokenizer.json");
         if (File.Exists(json)) return BertTokenizer.FromTokenizerJson(json);
         throw new ModelFormatException($"{dir}: no tokenizer: expected vocab.txt or tokenizer.json (or pass --vocab)");
     }
 
-    static BertTokenizer OpenVocab(string path) =>
+    static BertTokenizer OpenVocab(string path, bool lowerCase = true) =>
         path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)
             ? BertTokenizer.FromTokenizerJson(path)
-            : BertTokenizer.FromVocabFile(path);
+            : BertTokenizer.FromVocabFile(path, lowerCase);
+
+    /// <summary><c>do_lower_case</c> from tokenizer_config.json when present (cased BERTs set it false); else true.</summary>
+    static bool LowerCase(string dir)
+    {
+        var path = Path.Combine(dir, "tokenizer_config.json");
+        if (!File.Exists(path)) return true;
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+            return !document.RootElement.TryGetProperty("do_lower_case", out var value) || value.ValueKind != System.Text.Json.JsonValueKind.False;
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ModelFormatException($"{path}: invalid JSON: {e.Message.Split(" Path:")[0]}");
+        }
+    }
 
     /// <summary>
     /// An ONNX export of a BERT encoder. The architecture comes from a config.json beside the file when there

@@ -142,6 +142,15 @@ public sealed class EncodedDataset
         return (tensor(ids).view(shape), tensor(mask).view(shape), tensor(types).view(shape));
     }
 
+    /// <summary>Whether the rows differ in length, so that a padded batch needs an attention mask.</summary>
+    public bool HasPadding(int[] rows)
+    {
+        int length = Ids[rows[0]].Length;
+        foreach (var row in rows)
+            if (Ids[row].Length != length) return true;
+        return false;
+    }
+
     public Tensor LabelTensor(int[] rows) => tensor(rows.Select(r => Labels[r]).ToArray());
     public Tensor ScoreTensor(int[] rows) => tensor(rows.Select(r => Scores[r]).ToArray());
 }

@@ -21,14 +21,14 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     readonly Dropout dropout;
     readonly AdapterSite adapters;
 
-    public BertEmbeddings(BertConfig config, AdapterRouting routing) : base(nameof(BertEmbeddings))
+    public BertEmbeddings(BertConfig config, ForwardContext context) : base(nameof(BertEmbeddings))
     {
         word_embeddings = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
         position_embeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
         token_type_embeddings = nn.Embedding(config.TypeVocabSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
-        adapters = new AdapterSite(routing);
+        adapters = new AdapterSite(context);
         RegisterComponents();
     }
 
@@ -42,9 +42,10 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     public override Tensor forward(Tensor inputIds, Tensor tokenTypeIds)
     {
         var positions = arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device); // (T)
-        var embeddings = word_embeddings.call(inputIds)
-            + token_type_embeddings.call(tokenTypeIds)
-            + position_embeddings.call(positions); // (B, T, H), positions broadcast over B
+        // Summed in float32 even when the tables are stored in bfloat16 (as under autocast, which leaves lookups alone).
+        var embeddings = word_embeddings.call(inputIds).to_type(ScalarType.Float32)
+            + token_type_embeddings.call(tokenTypeIds).to_type(ScalarType.Float32)
+            + position_embeddings.call(positions).to_type(ScalarType.Float32); // (B, T, H), positions broadcast over B
         return dropout.call(adapters.LayerNormFor(layer_norm).call(embeddings));
     }
 }
@@ -57,9 +58,11 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     readonly int heads;
     readonly int headSize;
     readonly double dropoutProb;
+    readonly ForwardContext context;
 
-    public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
+    public BertSelfAttention(BertConfig config, ForwardContext context) : base(nameof(BertSelfAttention))
     {
+        this.context = context;
         query = nn.Linear(config.HiddenSize, config.HiddenSize);
         key = nn.Linear(config.HiddenSize, config.HiddenSize);
         value = nn.Linear(config.HiddenSize, config.HiddenSize);
@@ -70,20 +73,22 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     }
 
     /// <param name="hidden">(B, T, H).</param>
-    /// <param name="mask">(B, 1, 1, T) bool, true where a key may be attended to.</param>
+    /// <param name="mask">(B, 1, 1, T) bool, true where a key may be attended to; null when nothing is padded
+    /// (which lets SDPA use its flash kernel).</param>
     /// <returns>(B, T, H) context before the output projection.</returns>
-    public override Tensor forward(Tensor hidden, Tensor mask)
+    public override Tensor forward(Tensor hidden, Tensor? mask)
     {
         long batch = hidden.shape[0], time = hidden.shape[1];
-        Tensor SplitHeads(Tensor x) => x.view(batch, time, heads, headSize).transpose(1, 2); // (B, nh, T, hs)
-
-        var context = F.scaled_dot_product_attention(
-            SplitHeads(query.call(hidden)),
-            SplitHeads(key.call(hidden)),
-            SplitHeads(value.call(hidden)),
-            attn_mask: mask,
+        // One (3H × H) product instead of three: the three weights are concatenated on the fly (a small copy
+        // next to the product), which keeps HF's separate query/key/value keys and lets them train.
+        var weight = cat([query.weight!, key.weight!, value.weight!]);
+        var bias = cat([query.bias!, key.bias!, value.bias!]);
+        var qkv = context.Project(hidden, weight, bias)
+            .view(batch, time, 3, heads, headSize)
+            .permute(2, 0, 3, 1, 4); // (3, B, nh, T, hs)
+        var attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask: mask,
             p: training ? dropoutProb : 0.0); // (B, nh, T, hs)
-        return context.transpose(1, 2).reshape(batch, time, heads * headSize); // (B, T, H)
+        return attended.transpose(1, 2).reshape(batch, time, heads * headSize); // (B, T, H)
     }
 }
 
@@ -95,13 +100,15 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     readonly Dropout dropout;
 
     readonly AdapterSite adapters;
+    readonly ForwardContext context;
 
-    public BertSelfOutput(BertConfig config, AdapterRouting routing) : base(nameof(BertSelfOutput))
+    public BertSelfOutput(BertConfig config, ForwardContext context) : base(nameof(BertSelfOutput))
     {
+        this.context = context;
         dense = nn.Linear(config.HiddenSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
-        adapters = new AdapterSite(routing);
+        adapters = new AdapterSite(context);
         RegisterComponents();
     }
 
@@ -109,7 +116,7 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     public LayerNorm LayerNorm => layer_norm;
 
     public override Tensor forward(Tensor hidden, Tensor residual) =>
-        adapters.Apply(dropout.call(dense.call(hidden)), residual, layer_norm);
+        adapters.Apply(dropout.call(context.Project(dense, hidden)), residual, layer_norm);
 }
 
 public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
@@ -117,10 +124,10 @@ public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
     [ComponentName(Name = "self")] readonly BertSelfAttention self_attention;
     readonly BertSelfOutput output;
 
-    public BertAttention(BertConfig config, AdapterRouting routing) : base(nameof(BertAttention))
+    public BertAttention(BertConfig config, ForwardContext context) : base(nameof(BertAttention))
     {
-        self_attention = new BertSelfAttention(config);
-        output = new BertSelfOutput(config, routing);
+        self_attention = new BertSelfAttention(config, context);
+        output = new BertSelfOutput(config, context);
         RegisterComponents();
     }
 
@@ -134,15 +141,17 @@ public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
 {
     readonly Linear dense;
     readonly string activation;
+    readonly ForwardContext context;
 
-    public BertIntermediate(BertConfig config) : base(nameof(BertIntermediate))
+    public BertIntermediate(BertConfig config, ForwardContext context) : base(nameof(BertIntermediate))
     {
+        this.context = context;
         dense = nn.Linear(config.HiddenSize, config.IntermediateSize);
         activation = config.HiddenAct;
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor hidden) => Activations.Apply(activation, dense.call(hidden));
+    public override Tensor forward(Tensor hidden) => Activations.Apply(activation, context.Project(dense, hidden));
 }
 
 /// <summary>dense → dropout → LayerNorm(h + residual) after the FFN: the second adapter place.</summary>
@@ -153,13 +162,15 @@ public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
     readonly Dropout dropout;
 
     readonly AdapterSite adapters;
+    readonly ForwardContext context;
 
-    public BertOutput(BertConfig config, AdapterRouting routing) : base(nameof(BertOutput))
+    public BertOutput(BertConfig config, ForwardContext context) : base(nameof(BertOutput))
     {
+        this.context = context;
         dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
-        adapters = new AdapterSite(routing);
+        adapters = new AdapterSite(context);
         RegisterComponents();
     }
 
@@ -167,7 +178,7 @@ public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
     public LayerNorm LayerNorm => layer_norm;
 
     public override Tensor forward(Tensor intermediate, Tensor residual) =>
-        adapters.Apply(dropout.call(dense.call(intermediate)), residual, layer_norm);
+        adapters.Apply(dropout.call(context.Project(dense, intermediate)), residual, layer_norm);
 }
 
 public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
@@ -176,11 +187,11 @@ public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
     readonly BertIntermediate intermediate;
     readonly BertOutput output;
 
-    public BertLayer(BertConfig config, AdapterRouting routing) : base(nameof(BertLayer))
+    public BertLayer(BertConfig config, ForwardContext context) : base(nameof(BertLayer))
     {
-        attention = new BertAttention(config, routing);
-        intermediate = new BertIntermediate(config);
-        output = new BertOutput(config, routing);
+        attention = new BertAttention(config, context);
+        intermediate = new BertIntermediate(config, context);
+        output = new BertOutput(config, context);
         RegisterComponents();
     }
 
@@ -198,9 +209,9 @@ public sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
 {
     readonly ModuleList<BertLayer> layer;
 
-    public BertEncoder(BertConfig config, AdapterRouting routing) : base(nameof(BertEncoder))
+    public BertEncoder(BertConfig config, ForwardContext context) : base(nameof(BertEncoder))
     {
-        layer = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config, routing)).ToArray());
+        layer = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config, context)).ToArray());
         RegisterComponents();
     }
 
@@ -242,8 +253,8 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         config.Validate();
         Config = config;
-        embeddings = new BertEmbeddings(config, Routing);
-        encoder = new BertEncoder(config, Routing);
+        embeddings = new BertEmbeddings(config, Context);
+        encoder = new BertEncoder(config, Context);
         pooler = addPooler ? new BertPooler(config) : null;
         RegisterComponents();
     }
@@ -253,19 +264,37 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public BertEncoder Encoder => encoder;
 
     /// <summary>Which adapter the forward pass uses; shared by every adapter site of this model.</summary>
-    public AdapterRouting Routing { get; } = new();
+    public ForwardContext Context { get; } = new();
     public bool HasPooler => pooler is not null;
 
     /// <param name="inputIds">(B, T) int64 token ids.</param>
     /// <param name="attentionMask">(B, T), non-zero for real tokens and zero for padding.</param>
     /// <param name="tokenTypeIds">(B, T) int64 segment ids.</param>
     /// <returns>(B, T, H) last hidden state.</returns>
-    public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds)
+    public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) =>
+        Encode(inputIds, attentionMask, tokenTypeIds);
+
+    /// <summary><see cref="forward"/>, with a null mask meaning "no padding in this batch".</summary>
+    public Tensor Encode(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds)
     {
         using var scope = NewDisposeScope();
-        var mask = attentionMask.to_type(ScalarType.Bool).view(attentionMask.shape[0], 1, 1, attentionMask.shape[1]); // (B, 1, 1, T)
-        var hidden = encoder.call(embeddings.call(inputIds, tokenTypeIds), mask);
+        var mask = attentionMask?.to_type(ScalarType.Bool).view(attentionMask.shape[0], 1, 1, attentionMask.shape[1]); // (B, 1, 1, T)
+        var hidden = encoder.call(embeddings.call(inputIds, tokenTypeIds), mask!);
         return hidden.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Stores the frozen projection and embedding weights of the encoder in <paramref name="type"/> (once, not
+    /// every step as autocast does) and runs matrix products in it. LayerNorms, trainable parameters and the
+    /// pooler stay float32.
+    /// </summary>
+    public void UseMatmulType(ScalarType type)
+    {
+        Context.MatmulType = type;
+        if (type == ScalarType.Float32) return;
+        foreach (var (_, module) in embeddings.named_children().Concat(encoder.named_modules()))
+            if (module is Linear or Embedding && module.parameters().All(p => !p.requires_grad))
+                module.to(type);
     }
 
     /// <summary>The pooled [CLS] vector (B, H) from a last hidden state.</summary>

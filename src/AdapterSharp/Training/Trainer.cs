@@ -95,8 +95,7 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
         manual_seed(options.Seed);
 
         var trained = model.TrainOnly(adapterName);
-        var optimizer = CreateOptimizer(trained);
-        var parameters = trained.Select(p => p.Parameter).ToList();
+        using var optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, !NoDecay(p.Name))).ToList(), options.WeightDecay);
 
         long stepsPerEpoch = (train.Count + (long)options.BatchSize * options.GradientAccumulation - 1)
                              / ((long)options.BatchSize * options.GradientAccumulation);
@@ -158,8 +157,9 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                 {
                     var rows = batches[b];
                     var (ids, mask, types) = train.Collate(rows);
-                    var logits = model.call(ids.to(device, non_blocking: true), mask.to(device, non_blocking: true),
-                        types.to(device, non_blocking: true));
+                    var logits = model.Logits(ids.to(device, non_blocking: true),
+                        train.HasPadding(rows) ? mask.to(device, non_blocking: true) : null,
+                        types.to(device, non_blocking: true)).to_type(ScalarType.Float32);
                     var loss = head.IsRegression
                         ? F.mse_loss(logits[.., 0], train.ScoreTensor(rows).to(device))
                         : F.cross_entropy(logits, train.LabelTensor(rows).to(device));
@@ -172,14 +172,9 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                 if (!boundary) continue;
 
                 double lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
-                using (NewDisposeScope())
-                {
-                    // Reading .grad makes a managed wrapper per parameter; the scope releases them every step.
-                    if (options.MaxGradNorm > 0) nn.utils.clip_grad_norm_(parameters, options.MaxGradNorm);
-                    foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-                    optimizer.step();
-                    optimizer.zero_grad();
-                }
+                if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
+                optimizer.Step(lr);
+                optimizer.ZeroGrad();
                 step++;
 
                 if (options.TimeBudget is { } limit && step % 10 == 0)
@@ -239,7 +234,6 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
         }
     Done:
         model.eval();
-        optimizer.Dispose();
         return new TrainResult(best, history, step, stopReason, clock.Elapsed,
             examplesSeen / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
@@ -247,16 +241,8 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
     static TimeSpan Remaining(long step, long total, TimeSpan elapsed) =>
         step == 0 ? TimeSpan.Zero : elapsed / step * Math.Max(0, total - step);
 
-    OptimizerHelper CreateOptimizer(List<(string Name, Parameter Parameter)> trained)
-    {
-        static bool NoDecay(string name) => name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("LayerNorm", StringComparison.Ordinal);
-        var decay = trained.Where(p => !NoDecay(p.Name)).Select(p => p.Parameter).ToList();
-        var noDecay = trained.Where(p => NoDecay(p.Name)).Select(p => p.Parameter).ToList();
-        var groups = new List<AdamW.ParamGroup>();
-        if (decay.Count > 0) groups.Add(new AdamW.ParamGroup(decay, new AdamW.Options { weight_decay = options.WeightDecay }));
-        if (noDecay.Count > 0) groups.Add(new AdamW.ParamGroup(noDecay, new AdamW.Options { weight_decay = 0 }));
-        return optim.AdamW(groups, lr: options.LearningRate);
-    }
+    static bool NoDecay(string name) =>
+        name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("LayerNorm", StringComparison.Ordinal);
 
     /// <summary>Scores <paramref name="data"/> with the active adapter: each metric by name.</summary>
     public static Dictionary<string, double> Evaluate(AdapterModel model, EncodedDataset data, HeadConfig head,
@@ -305,7 +291,8 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
             {
                 using var scope = NewDisposeScope();
                 var (ids, mask, types) = data.Collate(rows);
-                var logits = model.call(ids.to(device), mask.to(device), types.to(device)).to(float32).cpu();
+                var logits = model.Logits(ids.to(device), data.HasPadding(rows) ? mask.to(device) : null, types.to(device))
+                    .to_type(ScalarType.Float32).cpu();
                 var values = logits.data<float>().ToArray();
                 int width = (int)logits.shape[1];
                 for (int i = 0; i < rows.Length; i++) outputs[rows[i]] = values.AsSpan(i * width, width).ToArray();

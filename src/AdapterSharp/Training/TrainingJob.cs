@@ -36,6 +36,9 @@ public sealed record TrainRequest
     public int MaxLength { get; init; } = 128;
     public string Output { get; init; } = "runs/run";
     public string Device { get; init; } = "cpu";
+
+    /// <summary>Matrix-product precision: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.</summary>
+    public string Precision { get; init; } = "auto";
 }
 
 /// <summary>A labelled data set ready for training: examples, task metadata and what was skipped.</summary>
@@ -110,6 +113,7 @@ public static class TrainingJob
         using var model = CreateModel(encoder, name, request.Method, head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
+        model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
         log?.Invoke($"{request.Method.Method}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");

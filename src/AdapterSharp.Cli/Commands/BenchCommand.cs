@@ -1,0 +1,61 @@
+using System.CommandLine;
+using System.Text.Json;
+using AdapterSharp.Benchmarks;
+
+namespace AdapterSharp.Cli.Commands;
+
+/// <summary>
+/// <c>adaptersharp bench train|infer</c>: fixed-shape throughput, one JSON line per workload, with the fields of
+/// shared/bench/hf_adapter_reference.py (plus tflops and mfu). <c>--suite</c> runs the reference's workloads.
+/// </summary>
+static class BenchCommand
+{
+    static readonly Workload[] Suite =
+    [
+        new("bert-base", "adapter", 64, 128),
+        new("bert-base", "full", 64, 128),
+        new("bert-base", "adapter", 256, 128),
+        new("minilm-l6", "adapter", 128, 64),
+    ];
+
+    public static Command Create()
+    {
+        var bench = new Command("bench", "Benchmarks that print JSON lines.");
+        bench.Subcommands.Add(Workloads("train", "Time training steps (forward, backward, AdamW).", TrainingBenchmark.Train));
+        bench.Subcommands.Add(Workloads("infer", "Time forward passes (no gradients).", TrainingBenchmark.Infer));
+        return bench;
+    }
+
+    static Command Workloads(string name, string description, Func<Workload, TorchSharp.torch.Device, Dictionary<string, object>> run)
+    {
+        var device = CommonOptions.Device();
+        device.DefaultValueFactory = _ => "auto";
+        var shape = new Option<string>("--shape") { DefaultValueFactory = _ => "bert-base", Description = "bert-base, bert-large or minilm-l6." };
+        var mode = new Option<string>("--mode") { DefaultValueFactory = _ => "adapter", Description = "adapter (houlsby) or full." };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
+        var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 128 };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 30 };
+        var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 10 };
+        var size = new Option<int>("--adapter-size") { DefaultValueFactory = _ => 64 };
+        var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16", Description = "bf16 or fp32 matrix products." };
+        var suite = new Option<bool>("--suite") { Description = "Run the reference's workloads (bert-base b64/b256 × s128 adapter and full, minilm-l6 b128 × s64)." };
+        var command = new Command(name, description) { device, shape, mode, batch, seq, steps, warmup, size, dtype, suite };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            if (parse.GetValue(dtype) is not ("bf16" or "fp32")) throw new UsageException("--dtype must be bf16 or fp32");
+            var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            var workloads = parse.GetValue(suite)
+                ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)! })
+                : [new Workload(parse.GetValue(shape)!, parse.GetValue(mode)!, parse.GetValue(batch), parse.GetValue(seq),
+                    parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(size), parse.GetValue(dtype)!)];
+            foreach (var workload in workloads)
+            {
+                var record = run(workload, target);
+                record["device"] = target.type == TorchSharp.DeviceType.CUDA ? "cuda" : "cpu";
+                Console.WriteLine(JsonSerializer.Serialize(record));
+            }
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using AdapterSharp.Adapters;
+using AdapterSharp.Heads;
+using AdapterSharp.Model;
+using AdapterSharp.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace AdapterSharp.Benchmarks;
+
+/// <summary>
+/// One fixed-shape workload, as in <c>shared/bench/hf_adapter_reference.py</c>: a randomly initialised BERT of a
+/// given shape, Houlsby-64 adapters (or full fine-tuning), a 2-way head on [CLS], synthetic batches of
+/// <see cref="Batch"/> × <see cref="Seq"/> tokens with no padding.
+/// </summary>
+public sealed record Workload(string Shape, string Mode, int Batch, int Seq, int Steps = 30, int Warmup = 10, int AdapterSize = 64,
+    string Dtype = "bf16");
+
+/// <summary>Times training steps and forward passes of <see cref="Workload"/>s; one JSON-ready record each.</summary>
+public static class TrainingBenchmark
+{
+    public static readonly IReadOnlyDictionary<string, BertConfig> Shapes = new Dictionary<string, BertConfig>
+    {
+        ["bert-base"] = new() { HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072 },
+        ["bert-large"] = new() { HiddenSize = 1024, NumHiddenLayers = 24, NumAttentionHeads = 16, IntermediateSize = 4096 },
+        ["minilm-l6"] = new() { HiddenSize = 384, NumHiddenLayers = 6, NumAttentionHeads = 12, IntermediateSize = 1536 },
+    };
+
+    /// <summary>H100 SXM dense bf16 peak (datasheet), for MFU.</summary>
+    public const double PeakBf16Flops = 989.4e12;
+
+    public static Dictionary<string, object> Train(Workload workload, Device device) => Run(workload, device, training: true);
+
+    public static Dictionary<string, object> Infer(Workload workload, Device device) => Run(workload, device, training: false);
+
+    static Dictionary<string, object> Run(Workload w, Device device, bool training)
+    {
+        if (!Shapes.TryGetValue(w.Shape, out var config))
+            throw new ArgumentException($"--shape: unknown shape '{w.Shape}' (expected {string.Join(", ", Shapes.Keys)})");
+        if (w.Mode is not ("adapter" or "full")) throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or full");
+        manual_seed(0);
+        using var model = Build(config, w);
+        var trained = model.TrainOnly("bench");
+        model.to(device);
+        bool bf16 = w.Dtype == "bf16";
+        if (bf16) model.Bert.UseMatmulType(ScalarType.BFloat16);
+        long trainable = trained.Sum(p => p.Parameter.numel());
+        long total = model.parameters().Sum(p => p.numel());
+
+        var generator = new Generator(1, device);
+        using var ids = randint(1000, 30000, [w.Batch, w.Seq], generator: generator, device: device);
+        using var types = zeros([w.Batch, w.Seq], ScalarType.Int64, device);
+        using var labels = randint(0, 2, [w.Batch], generator: generator, device: device);
+
+        FlatAdamW? optimizer = null;
+        if (training)
+        {
+            model.train();
+            optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, !p.Name.EndsWith(".bias", StringComparison.Ordinal)
+                                                                      && !p.Name.Contains("LayerNorm", StringComparison.Ordinal))).ToList(),
+                weightDecay: 0.01);
+        }
+        else
+        {
+            model.eval();
+        }
+        double lr = w.Mode == "adapter" ? 1e-3 : 2e-5;
+        float lastLoss = float.NaN;
+
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            if (training)
+            {
+                optimizer!.ZeroGrad();
+                // No padding in these batches: no mask, as HF's SDPA path drops an all-ones mask too.
+                var loss = F.cross_entropy(model.Logits(ids, null, types).to_type(ScalarType.Float32), labels);
+                loss.backward();
+                optimizer.Step(lr);
+            }
+            else
+            {
+                using var noGrad = no_grad();
+                model.Logits(ids, null, types);
+            }
+        }
+
+        for (int i = 0; i < w.Warmup; i++) Step();
+        Synchronize(device);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < w.Steps; i++) Step();
+        Synchronize(device);
+        double seconds = clock.Elapsed.TotalSeconds / w.Steps;
+        if (training)
+            using (NewDisposeScope())
+                lastLoss = F.cross_entropy(model.Logits(ids, null, types).to_type(ScalarType.Float32), labels).item<float>();
+        optimizer?.Dispose();
+
+        double flops = StepFlops(config, w, training, trainable);
+        var record = new Dictionary<string, object>
+        {
+            ["workload"] = $"{(training ? "train" : "infer")}/{w.Shape}/{w.Mode}",
+            ["impl"] = "adaptersharp",
+            ["dtype"] = w.Dtype,
+            ["batch"] = w.Batch,
+            ["seq"] = w.Seq,
+            ["trainable_params"] = trainable,
+            ["total_params"] = total,
+            ["step_ms"] = Math.Round(seconds * 1e3, 3),
+            ["tokens_per_s"] = Math.Round(w.Batch * w.Seq / seconds),
+            ["tflops"] = Math.Round(flops / seconds / 1e12, 1),
+            ["mfu"] = Math.Round(flops / seconds / PeakBf16Flops, 4),
+        };
+        if (training) record["loss"] = Math.Round(lastLoss, 4);
+        if (device.type == DeviceType.CUDA && DeviceMemory.UsedBytes() is { } used)
+            record["device_used_gb"] = Math.Round(used / Math.Pow(2, 30), 2);
+        return record;
+    }
+
+    static AdapterModel Build(BertConfig shape, Workload w)
+    {
+        var config = shape with { VocabSize = 30522, MaxPositionEmbeddings = 512 };
+        var bert = new BertModel(config, addPooler: false);
+        InitializeLikeHf(bert);
+        var model = new AdapterModel(bert);
+        var method = w.Mode == "adapter"
+            ? Methods.Houlsby with { AdapterSize = w.AdapterSize }
+            : Methods.Full;
+        model.AddAdapter("bench", method, HeadConfig.Classification(["0", "1"]));
+        return model;
+    }
+
+    /// <summary>HF BERT's init: weights N(0, 0.02), biases 0, LayerNorms 1 and 0.</summary>
+    static void InitializeLikeHf(BertModel bert)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in bert.named_parameters())
+        {
+            if (name.Contains("LayerNorm", StringComparison.Ordinal))
+            {
+                if (name.EndsWith(".weight", StringComparison.Ordinal)) parameter.fill_(1);
+                else parameter.zero_();
+            }
+            else if (name.EndsWith(".bias", StringComparison.Ordinal)) parameter.zero_();
+            else nn.init.normal_(parameter, 0, 0.02);
+        }
+    }
+
+    /// <summary>
+    /// Model FLOPs of one step from the shapes: matrix products only (2 per multiply-add). Forward: the
+    /// projections and FFN, the two attention products and the adapters. Backward: twice the forward when
+    /// every weight trains; with a frozen base, the base products need input gradients only (once the forward)
+    /// while attention and adapters still cost twice.
+    /// </summary>
+    public static double StepFlops(BertConfig c, Workload w, bool training, long trainableParams)
+    {
+        double tokens = (double)w.Batch * w.Seq;
+        double linear = c.NumHiddenLayers * (4.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize);
+        double baseForward = 2 * tokens * linear;
+        double attentionForward = c.NumHiddenLayers * 4.0 * w.Batch * w.Seq * (double)w.Seq * c.HiddenSize;
+        double adapterForward = w.Mode == "adapter" ? 2 * tokens * c.NumHiddenLayers * 2 * (2.0 * c.HiddenSize * w.AdapterSize) : 0;
+        double forward = baseForward + attentionForward + adapterForward;
+        if (!training) return forward;
+        return w.Mode == "full" ? 3 * forward : forward + baseForward + 2 * attentionForward + 2 * adapterForward;
+    }
+
+    static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+    }
+}
+
+/// <summary>Device memory in use (CUDA context and cached allocations included), from the CUDA runtime.</summary>
+static class DeviceMemory
+{
+    delegate int MemGetInfo(out nuint free, out nuint total);
+
+    public static long? UsedBytes()
+    {
+        foreach (var name in new[] { "libcudart.so.13", "libcudart.so.12", "libcudart.so" })
+        {
+            if (!NativeLibrary.TryLoad(name, out var handle)) continue;
+            if (!NativeLibrary.TryGetExport(handle, "cudaMemGetInfo", out var export)) continue;
+            var memGetInfo = Marshal.GetDelegateForFunctionPointer<MemGetInfo>(export);
+            if (memGetInfo(out var free, out var total) == 0) return (long)(total - free);
+        }
+        return null;
+    }
+}

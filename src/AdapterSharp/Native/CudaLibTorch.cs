@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace AdapterSharp.Native;
+
+/// <summary>
+/// Finds a CUDA-capable libtorch for TorchSharp. The libtorch CUDA NuGet packages are not available to us, so
+/// the route to a GPU is an existing PyTorch install: <c>$ADAPTERSHARP_LIBTORCH</c> (a directory holding
+/// libtorch_cuda.so), else the <c>torch/lib</c> of the <c>python3</c> on PATH. Its libraries are loaded by full
+/// path, in dependency order, before TorchSharp loads its own native library, whose references to libtorch
+/// then resolve to these by soname. This must happen before the first TorchSharp call.
+/// </summary>
+public static class CudaLibTorch
+{
+    // c10 and the CPU half first, then their CUDA halves, then the umbrella library TorchSharp links against.
+    static readonly string[] LoadOrder = ["libc10.so", "libtorch_cpu.so", "libc10_cuda.so", "libtorch_cuda.so", "libtorch.so"];
+
+    static string? loadedFrom;
+
+    /// <summary>The directory the CUDA libtorch was loaded from, if any.</summary>
+    public static string? LoadedFrom => loadedFrom;
+
+    /// <summary>
+    /// Loads the CUDA libtorch once. Returns null on success, else what was searched and why it failed.
+    /// Does nothing (and succeeds) when the process already has libtorch_cuda loaded, e.g. through LD_LIBRARY_PATH.
+    /// </summary>
+    public static string? TryLoad()
+    {
+        if (loadedFrom is not null) return null;
+        var searched = new List<string>();
+        foreach (var (origin, dir) in Candidates())
+        {
+            if (dir is null)
+            {
+                searched.Add(origin);
+                continue;
+            }
+            var cudaLibrary = Path.Combine(dir, "libtorch_cuda.so");
+            if (!File.Exists(cudaLibrary))
+            {
+                searched.Add($"{origin}: {dir} has no libtorch_cuda.so");
+                continue;
+            }
+            foreach (var name in LoadOrder)
+            {
+                var path = Path.Combine(dir, name);
+                if (!File.Exists(path)) continue;
+                try
+                {
+                    NativeLibrary.Load(path);
+                }
+                catch (DllNotFoundException e)
+                {
+                    return $"{path}: cannot load: {e.Message.Split('\n')[0]}";
+                }
+            }
+            loadedFrom = dir;
+            return null;
+        }
+        return "no CUDA libtorch found; searched " + string.Join("; ", searched);
+    }
+
+    static IEnumerable<(string Origin, string? Dir)> Candidates()
+    {
+        var configured = Environment.GetEnvironmentVariable("ADAPTERSHARP_LIBTORCH");
+        if (!string.IsNullOrWhiteSpace(configured)) yield return ("$ADAPTERSHARP_LIBTORCH", configured);
+        else yield return ("$ADAPTERSHARP_LIBTORCH (not set)", null);
+        var pythonLib = PythonTorchLib(out var problem);
+        yield return (pythonLib is null ? $"python3's torch ({problem})" : "python3's torch", pythonLib);
+    }
+
+    static string? PythonTorchLib(out string problem)
+    {
+        problem = "";
+        try
+        {
+            var start = new ProcessStartInfo("python3", ["-c", "import torch, os; print(os.path.dirname(torch.__file__))"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            using var process = Process.Start(start)!;
+            var output = process.StandardOutput.ReadToEnd().Trim();
+            process.StandardError.ReadToEnd();
+            if (!process.WaitForExit(60_000)) process.Kill();
+            if (process.ExitCode != 0 || output.Length == 0)
+            {
+                problem = "python3 has no torch module";
+                return null;
+            }
+            return Path.Combine(output, "lib");
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            problem = "no python3 on PATH";
+            return null;
+        }
+    }
+}
