@@ -10,7 +10,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 dotnet publish src/AdapterSharp.Cli -c Release -r linux-x64 --self-contained \
-  -p:PublishTrimmed=true -p:TrimMode=partial -o "$stage/app" >&2
+  -p:PublishTrimmed=true -p:TrimMode=partial -p:SuppressTrimAnalysisWarnings=true \
+  -p:JsonSerializerIsReflectionEnabledByDefault=true -o "$stage/app" >&2
 
 # Drop the natives that came from the libtorch-cpu package (TorchSharp's own libLibTorchSharp.so stays), and
 # the 91 MB assembly that carries the built-in model (convert it once on a machine with the package, or copy

@@ -43,17 +43,17 @@ public static class TrainingBenchmark
         if (w.Mode is not ("adapter" or "full")) throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or full");
         manual_seed(0);
         using var model = Build(config, w);
+        model.to(device); // replaces (and frees) the parameter objects: take them only after the move
         var trained = model.TrainOnly("bench");
-        model.to(device);
         bool bf16 = w.Dtype == "bf16";
         if (bf16) model.Bert.UseMatmulType(ScalarType.BFloat16);
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
 
-        var generator = new Generator(1, device);
-        using var ids = randint(1000, 30000, [w.Batch, w.Seq], generator: generator, device: device);
+        manual_seed(1);
+        using var ids = randint(1000, 30000, [w.Batch, w.Seq], device: device);
         using var types = zeros([w.Batch, w.Seq], ScalarType.Int64, device);
-        using var labels = randint(0, 2, [w.Batch], generator: generator, device: device);
+        using var labels = randint(0, 2, [w.Batch], device: device);
 
         FlatAdamW? optimizer = null;
         if (training)
