@@ -10,18 +10,23 @@ data=${DATA:-../shared/datasets/glue}; model=${MODEL:-minilm-l6}; device=${DEVIC
 out=${OUT:-runs/fidelity}; mkdir -p "$out"
 : > "$out/runs.jsonl"
 for method in ${METHODS:-houlsby}; do
-  for spec in ${TASKS_SPEC:-"sst2 SST-2 64 2 2" "mrpc MRPC 32 10 5" "stsb STS-B 32 10 5" "cola CoLA 32 10 5"}; do
-    set -- $spec; task=$1 folder=$2 batch=$3 epochs_adapter=$4 epochs_full=$5
+  # One task per line: name, folder, batch, epochs for adapters, epochs for full fine-tuning.
+  specs=${TASKS_SPEC:-"sst2 SST-2 64 2 2
+mrpc MRPC 32 10 5
+stsb STS-B 32 10 5
+cola CoLA 32 10 5"}
+  while read -r task folder batch epochs_adapter epochs_full; do
+    [ -n "$task" ] || continue
     if [ "$method" = full ]; then epochs=$epochs_full; lr=2e-5; [ "$task" = sst2 ] && lr=3e-5; else epochs=$epochs_adapter; lr=1e-3; fi
     for seed in ${SEEDS:-1 2 3}; do
       run="$out/$task-$method-$seed"
       $cmd train --model "$model" --device "$device" --task "$task" --data "$data/$folder" --method "$method" \
-        --batch-size "$batch" --epochs "$epochs" --lr "$lr" --seed "$seed" --time-budget none --output "$run" > "$run.log" 2>&1
+        --batch-size "$batch" --epochs "$epochs" --lr "$lr" --seed "$seed" --time-budget none ${EXTRA:-} --output "$run" > "$run.log" 2>&1 < /dev/null
       best=$(python3 -c "import json,sys; rows=[json.loads(l) for l in open('$run/metrics.jsonl')]; m=sys.argv[1]; print(max(r[m] for r in rows))" \
         "$(case $task in sst2) echo accuracy;; mrpc) echo f1;; stsb) echo pearson;; cola) echo mcc;; esac)" 2>/dev/null || echo null)
       echo "{\"task\": \"$task\", \"method\": \"$method\", \"seed\": $seed, \"epochs\": $epochs, \"lr\": $lr, \"batch\": $batch, \"best\": $best}" | tee -a "$out/runs.jsonl"
-    done
-  done
+    done < /dev/null
+  done <<< "$specs"
 done
 python3 - "$out/runs.jsonl" <<'PY'
 import json, statistics, sys

@@ -39,12 +39,13 @@ static class TrainCommand
         var budget = new Option<string>("--time-budget") { Description = "Stop after this long (e.g. 10m, 90s, 1h; 'none'), keeping the best checkpoint.", DefaultValueFactory = _ => "10m" };
         var evalSteps = new Option<int?>("--eval-steps") { Description = "Also evaluate every N optimizer steps." };
         var patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without improvement." };
+        var randomBatches = new Option<bool>("--random-batches") { Description = "Plain random batches instead of length-bucketed ones." };
         var output = new Option<string?>("--output", "-o") { Description = "Run folder (default runs/<name>-<time>)." };
 
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
         {
             model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, output,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -84,6 +85,7 @@ static class TrainCommand
                     TimeBudget = ParseDuration(parse.GetValue(budget)!, "--time-budget"),
                     EvalEverySteps = parse.GetValue(evalSteps),
                     EarlyStoppingPatience = parse.GetValue(patience),
+                    BucketByLength = !parse.GetValue(randomBatches),
                 },
                 Output = parse.GetValue(output)
                          ?? Path.Combine("runs", $"{parse.GetValue(name) ?? taskName ?? "custom"}-{config.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"),

@@ -91,10 +91,11 @@ public sealed class EncodedDataset
     /// Training order: shuffled, then sorted by length within pools of 50 batches and cut into batches whose
     /// order is shuffled again, so each batch pads little while epochs still see varied batches.
     /// </summary>
-    public List<int[]> ShuffledBatches(int batchSize, Random random)
+    public List<int[]> ShuffledBatches(int batchSize, Random random, bool bucketByLength = true)
     {
         var order = Enumerable.Range(0, Count).ToArray();
         random.Shuffle(order);
+        if (!bucketByLength) return order.Chunk(batchSize).ToList();
         var batches = new List<int[]>();
         int pool = batchSize * 50;
         for (int start = 0; start < order.Length; start += pool)

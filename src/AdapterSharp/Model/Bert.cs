@@ -42,10 +42,9 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     public override Tensor forward(Tensor inputIds, Tensor tokenTypeIds)
     {
         var positions = arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device); // (T)
-        // Summed in float32 even when the tables are stored in bfloat16 (as under autocast, which leaves lookups alone).
-        var embeddings = word_embeddings.call(inputIds).to_type(ScalarType.Float32)
-            + token_type_embeddings.call(tokenTypeIds).to_type(ScalarType.Float32)
-            + position_embeddings.call(positions).to_type(ScalarType.Float32); // (B, T, H), positions broadcast over B
+        var embeddings = word_embeddings.call(inputIds)
+            + token_type_embeddings.call(tokenTypeIds)
+            + position_embeddings.call(positions); // (B, T, H), positions broadcast over B
         return dropout.call(adapters.LayerNormFor(layer_norm).call(embeddings));
     }
 }
@@ -284,16 +283,16 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     }
 
     /// <summary>
-    /// Stores the frozen projection and embedding weights of the encoder in <paramref name="type"/> (once, not
-    /// every step as autocast does) and runs matrix products in it. LayerNorms, trainable parameters and the
-    /// pooler stay float32.
+    /// Stores the frozen projection weights of the encoder in <paramref name="type"/> (once, not every step as
+    /// autocast does) and runs matrix products in it. Embedding tables (lookups, not products: autocast leaves
+    /// them alone too), LayerNorms, trainable parameters and the pooler stay float32.
     /// </summary>
     public void UseMatmulType(ScalarType type)
     {
         Context.MatmulType = type;
         if (type == ScalarType.Float32) return;
-        foreach (var (_, module) in embeddings.named_children().Concat(encoder.named_modules()))
-            if (module is Linear or Embedding && module.parameters().All(p => !p.requires_grad))
+        foreach (var (_, module) in encoder.named_modules())
+            if (module is Linear && module.parameters().All(p => !p.requires_grad))
                 module.to(type);
     }
 

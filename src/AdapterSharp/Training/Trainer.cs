@@ -37,6 +37,12 @@ public sealed record TrainOptions
 
     public int EvalBatchSize { get; init; } = 128;
 
+    /// <summary>
+    /// Sort examples by length within pools of 50 batches (less padding, faster); off: plain random batches,
+    /// as HF's reference script draws them.
+    /// </summary>
+    public bool BucketByLength { get; init; } = true;
+
     public void Validate()
     {
         void Require(bool ok, string problem)
@@ -150,7 +156,7 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
         long lastEvalStep = -1;
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
-            var batches = train.ShuffledBatches(options.BatchSize, random);
+            var batches = train.ShuffledBatches(options.BatchSize, random, options.BucketByLength);
             for (int b = 0; b < batches.Count; b++)
             {
                 using (var scope = NewDisposeScope())
