@@ -9,6 +9,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 steps=${STEPS:-30}; warmup=${WARMUP:-10}
 
 "$app/adaptersharp" bench train --suite --device cuda --steps "$steps" --warmup "$warmup" | tee "$out/ours.jsonl"
+"$app/adaptersharp" bench infer --suite --device cuda --steps "$steps" --warmup "$warmup" | tee "$out/ours_infer.jsonl"
 
 ref=.gpu/hf_adapter_reference.py
 : > "$out/hf.jsonl"
