@@ -154,21 +154,21 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
 
         model.train();
         long lastEvalStep = -1;
+        using var onDevice = new DeviceBatches(train, device);
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             var batches = train.ShuffledBatches(options.BatchSize, random, options.BucketByLength);
+            onDevice.Plan(batches);
             for (int b = 0; b < batches.Count; b++)
             {
                 using (var scope = NewDisposeScope())
                 {
                     var rows = batches[b];
-                    var (ids, mask, types) = train.Collate(rows);
-                    var logits = model.Logits(ids.to(device, non_blocking: true),
-                        train.HasPadding(rows) ? mask.to(device, non_blocking: true) : null,
-                        types.to(device, non_blocking: true)).to_type(ScalarType.Float32);
+                    var (ids, mask, types, labels, scores) = onDevice.Get(b);
+                    var logits = model.Logits(ids, mask, types).to_type(ScalarType.Float32);
                     var loss = head.IsRegression
-                        ? F.mse_loss(logits[.., 0], train.ScoreTensor(rows).to(device))
-                        : F.cross_entropy(logits, train.LabelTensor(rows).to(device));
+                        ? F.mse_loss(logits[.., 0], scores)
+                        : F.cross_entropy(logits, labels);
                     (options.GradientAccumulation > 1 ? loss / options.GradientAccumulation : loss).backward();
                     runningLoss.add_(loss.detach());
                     lossTerms++;
@@ -292,17 +292,24 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
         model.eval();
         var outputs = new float[data.Count][];
         using (no_grad())
+        using (var onDevice = new DeviceBatches(data, device))
         {
-            foreach (var rows in data.SortedBatches(batchSize))
+            onDevice.Plan(data.SortedBatches(batchSize));
+            // Logits stay on the device until the end: one copy back instead of one per batch.
+            var perBatch = new List<Tensor>();
+            using var scope = NewDisposeScope();
+            for (int b = 0; b < onDevice.Count; b++)
             {
-                using var scope = NewDisposeScope();
-                var (ids, mask, types) = data.Collate(rows);
-                var logits = model.Logits(ids.to(device), data.HasPadding(rows) ? mask.to(device) : null, types.to(device))
-                    .to_type(ScalarType.Float32).cpu();
-                var values = logits.data<float>().ToArray();
-                int width = (int)logits.shape[1];
-                for (int i = 0; i < rows.Length; i++) outputs[rows[i]] = values.AsSpan(i * width, width).ToArray();
+                using var batchScope = NewDisposeScope(); // a batch's activations go as soon as its logits exist
+                var (ids, mask, types, _, _) = onDevice.Get(b);
+                perBatch.Add(model.Logits(ids, mask, types).to_type(ScalarType.Float32).MoveToOuterDisposeScope());
             }
+            var all = cat(perBatch, 0).cpu(); // (N, outputs) in batch order
+            var values = all.data<float>().ToArray();
+            int width = (int)all.shape[1], position = 0;
+            for (int b = 0; b < onDevice.Count; b++)
+                foreach (var row in onDevice.Rows(b))
+                    outputs[row] = values.AsSpan(position++ * width, width).ToArray();
         }
         if (wasTraining) model.train();
         return outputs;

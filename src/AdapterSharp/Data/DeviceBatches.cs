@@ -1,0 +1,87 @@
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Data;
+
+/// <summary>
+/// An <see cref="EncodedDataset"/> held on the training device, padded to its longest row, so that a step
+/// gathers its batch there instead of copying it from the host: a copy from pageable host memory makes the
+/// host wait for the device, and with one per step the host and the GPU would take turns rather than overlap.
+/// A batch order is uploaded once per epoch (<see cref="Plan"/>); each step then only slices and gathers.
+/// </summary>
+public sealed class DeviceBatches : IDisposable
+{
+    readonly EncodedDataset data;
+    readonly Tensor ids;      // (N, Lmax)
+    readonly Tensor types;    // (N, Lmax)
+    readonly Tensor lengths;  // (N)
+    readonly Tensor labels;   // (N) int64
+    readonly Tensor scores;   // (N) float32
+    readonly Tensor positions; // (Lmax)
+    Tensor? order;
+    List<int[]> batches = [];
+    long[] offsets = [];
+
+    public DeviceBatches(EncodedDataset data, Device device, int padId = 0)
+    {
+        this.data = data;
+        int n = data.Count, width = Math.Max(1, data.Ids.Max(i => i.Length));
+        var idValues = new long[n * width];
+        var typeValues = new long[n * width];
+        Array.Fill(idValues, padId);
+        for (int r = 0; r < n; r++)
+            for (int t = 0; t < data.Ids[r].Length; t++)
+            {
+                idValues[r * width + t] = data.Ids[r][t];
+                typeValues[r * width + t] = data.TypeIds[r][t];
+            }
+        ids = tensor(idValues).view(n, width).to(device);
+        types = tensor(typeValues).view(n, width).to(device);
+        lengths = tensor(data.Ids.Select(i => (long)i.Length).ToArray()).to(device);
+        labels = tensor(data.Labels).to(device);
+        scores = tensor(data.Scores).to(device);
+        positions = arange(width, dtype: ScalarType.Int64, device: device);
+    }
+
+    /// <summary>Uploads the order of this pass's batches (one host-to-device copy).</summary>
+    public void Plan(List<int[]> batchRows)
+    {
+        batches = batchRows;
+        offsets = new long[batchRows.Count];
+        var flat = new long[batchRows.Sum(b => b.Length)];
+        long offset = 0;
+        for (int b = 0; b < batchRows.Count; b++)
+        {
+            offsets[b] = offset;
+            foreach (var row in batchRows[b]) flat[offset++] = row;
+        }
+        order?.Dispose();
+        order = tensor(flat).to(ids.device);
+    }
+
+    public int Count => batches.Count;
+
+    public int[] Rows(int batch) => batches[batch];
+
+    /// <summary>
+    /// Batch <paramref name="batch"/> of the plan, cut to its longest row: ids and token types (B, T), and the
+    /// attention mask (B, T), or null when no row is padded.
+    /// </summary>
+    public (Tensor Ids, Tensor? Mask, Tensor Types, Tensor Labels, Tensor Scores) Get(int batch)
+    {
+        var rows = batches[batch];
+        var index = order!.narrow(0, offsets[batch], rows.Length);
+        int time = rows.Max(r => data.Ids[r].Length);
+        var batchIds = ids.index_select(0, index).narrow(1, 0, time);
+        var batchTypes = types.index_select(0, index).narrow(1, 0, time);
+        Tensor? mask = data.HasPadding(rows)
+            ? positions.narrow(0, 0, time).unsqueeze(0) < lengths.index_select(0, index).unsqueeze(1) // (B, T)
+            : null;
+        return (batchIds, mask, batchTypes, labels.index_select(0, index), scores.index_select(0, index));
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in new[] { ids, types, lengths, labels, scores, positions }) t.Dispose();
+        order?.Dispose();
+    }
+}
