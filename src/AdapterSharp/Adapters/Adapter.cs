@@ -54,6 +54,10 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
 
     public bool IsParallel { get; }
 
+    public string NonLinearity => nonLinearity;
+
+    public double Scaling => scaling;
+
     /// <summary>The LayerNorm this adapter trains for its site, or null when it uses the base's.</summary>
     public LayerNorm? LayerNorm => layer_norm;
 
@@ -67,6 +71,17 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
             nn.init.zeros_(linear.bias!);
         }
         if (init == AdapterInit.Zero) nn.init.zeros_(up!.weight!);
+    }
+
+    /// <summary>
+    /// The bottleneck as one head of size H·m, for stacking with other adapters:
+    /// (1/H) Σ_k W_up f(W_down,k h) = [W_up/H … W_up/H] f(W_down h), so averaging the heads becomes an
+    /// up-projection tiled H times. Returns W_down (H·m, d), b_down (H·m), W_up (d, H·m), b_up (d).
+    /// </summary>
+    internal (Tensor Down, Tensor DownBias, Tensor Up, Tensor UpBias) AsSingleHead()
+    {
+        var upWeight = heads == 1 ? up!.weight! : up!.weight!.repeat(1, heads) / heads; // (d, H·m)
+        return (down!.weight!, down.bias!, upWeight, up.bias!);
     }
 
     /// <param name="hidden">(B, T, d): the sublayer output (serial) or input (parallel).</param>
@@ -92,17 +107,22 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
 {
+    RowStack? rowStack;
+
     Adapter? ActiveAdapter => context.ActiveAdapter is { } name && TryGet(name, out var adapter) ? adapter : null;
 
     /// <summary>
     /// <c>LayerNorm(h + A(h) + residual)</c> in series, <c>LayerNorm(h + A(residual) + residual)</c> in parallel,
     /// with the adapter's own LayerNorm if it trains one; the base model's sublayer when no adapter is active here.
+    /// In a mixed batch (<see cref="ForwardContext.RowAdapters"/> set) each row gets its own adapter.
     /// </summary>
     /// <param name="sublayer">(B, T, d) output of the sublayer's projection (after dropout).</param>
     /// <param name="residual">(B, T, d) the sublayer's input.</param>
     /// <param name="baseLayerNorm">The site's pretrained LayerNorm.</param>
     public Tensor Apply(Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm)
     {
+        if (context.RowAdapters is { } rows)
+            return StackFor(rows).Apply(sublayer, residual, rows.Index, baseLayerNorm, context);
         var adapter = ActiveAdapter;
         if (adapter is null) return baseLayerNorm.call(sublayer + residual);
         if (adapter.HasBottleneck)
@@ -110,6 +130,34 @@ public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
         return (adapter.LayerNorm ?? baseLayerNorm).call(sublayer + residual);
     }
 
-    /// <summary>The LayerNorm to use where the site has no sublayer (the embeddings).</summary>
-    public LayerNorm LayerNormFor(LayerNorm baseLayerNorm) => ActiveAdapter?.LayerNorm ?? baseLayerNorm;
+    /// <summary>The site's LayerNorm where it has no sublayer (the embeddings): the adapter's copy, or the base's.</summary>
+    /// <param name="hidden">(B, T, d).</param>
+    public Tensor Normalize(Tensor hidden, LayerNorm baseLayerNorm) =>
+        context.RowAdapters is { } rows
+            ? StackFor(rows).Normalize(hidden, rows.Index, baseLayerNorm)
+            : (ActiveAdapter?.LayerNorm ?? baseLayerNorm).call(hidden);
+
+    /// <summary>Stacks this site's share of <paramref name="names"/> for mixed batches (see <see cref="RowStack"/>).</summary>
+    internal void BuildRowStack(IReadOnlyList<string> names, LayerNorm baseLayerNorm)
+    {
+        ClearRowStack();
+        rowStack = RowStack.Build(names, this, baseLayerNorm, context.MatmulType);
+    }
+
+    internal void ClearRowStack()
+    {
+        rowStack?.Dispose();
+        rowStack = null;
+    }
+
+    RowStack StackFor(RowSelection rows) =>
+        rowStack is { } stack && ReferenceEquals(stack.Names, rows.Names)
+            ? stack
+            : throw new InvalidOperationException("no adapter stacks for this row selection: run mixed batches through AdapterModel.EncodePerRow or LogitsPerRow");
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) ClearRowStack();
+        base.Dispose(disposing);
+    }
 }

@@ -17,6 +17,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     readonly BertModel bert;
     readonly NamedModules<PredictionHead> heads;
     readonly Dictionary<string, AdapterConfig> configs = new(StringComparer.Ordinal);
+    RowStacks? rowStacks; // what the sites' mixed-batch stacks were built for; null: not built
 
     public AdapterModel(BertModel bert) : base(nameof(AdapterModel))
     {
@@ -78,6 +79,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         }
         heads.Add(name, new PredictionHead(hidden, Config.HiddenDropoutProb, head));
         configs[name] = config;
+        InvalidateRowStacks();
 
         void AddAt(AdapterSite site, LayerNorm layerNorm, bool bottleneck)
         {
@@ -90,18 +92,20 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public void RemoveAdapter(string name)
     {
         if (!configs.Remove(name)) throw new ArgumentException($"no adapter named '{name}'");
-        foreach (var site in Sites()) site.Remove(name);
+        foreach (var (site, _) in Sites()) site.Remove(name);
         heads.Remove(name);
         if (Active == name) Active = null;
+        InvalidateRowStacks();
     }
 
-    IEnumerable<AdapterSite> Sites()
+    /// <summary>Every adapter site with the base LayerNorm it replaces.</summary>
+    IEnumerable<(AdapterSite Site, LayerNorm LayerNorm)> Sites()
     {
-        yield return bert.Embeddings.Adapters;
+        yield return (bert.Embeddings.Adapters, bert.Embeddings.LayerNorm);
         foreach (var layer in bert.Encoder.Layers)
         {
-            yield return layer.Attention.Output.Adapters;
-            yield return layer.Output.Adapters;
+            yield return (layer.Attention.Output.Adapters, layer.Attention.Output.LayerNorm);
+            yield return (layer.Output.Adapters, layer.Output.LayerNorm);
         }
     }
 
@@ -112,6 +116,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public List<(string Name, Parameter Parameter)> TrainOnly(string name)
     {
         Active = name;
+        InvalidateRowStacks(); // training changes the weights the stacks copied
         var trained = new List<(string, Parameter)>();
         foreach (var (path, parameter) in named_parameters())
         {
@@ -160,6 +165,92 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     }
 
     /// <summary>
+    /// The last hidden state (B, T, d) of a mixed batch: row i runs through adapter
+    /// <paramref name="adapterPerRow"/>[i] (null: the bare base model), all rows in one pass. For inference:
+    /// the adapters are used through copies stacked per site (see <see cref="InvalidateRowStacks"/>).
+    /// </summary>
+    /// <param name="adapterPerRow">One name or null per row of <paramref name="inputIds"/>.</param>
+    /// <exception cref="ArgumentException">A name is not loaded, or names an adapter that changes base weights.</exception>
+    public Tensor EncodePerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
+    {
+        using var scope = NewDisposeScope();
+        bert.Context.RowAdapters = SelectRows(adapterPerRow, inputIds);
+        try
+        {
+            return bert.Encode(inputIds, attentionMask, tokenTypeIds).MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            bert.Context.RowAdapters = null;
+        }
+    }
+
+    /// <summary>
+    /// Each row's logits from its own adapter and head, the encoder run once for the whole batch (see
+    /// <see cref="EncodePerRow"/>); each head then runs on its rows only. Heads differ in size, so the result
+    /// is padded: row i's logits are <c>Logits[i, ..Outputs[i]]</c> and the rest of the row is −∞.
+    /// </summary>
+    public RowLogits LogitsPerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = EncodePerRow(inputIds, attentionMask, tokenTypeIds, adapterPerRow);
+        var outputs = adapterPerRow.Select(n => n is null ? 0 : heads[n].Config.Outputs).ToArray();
+        var logits = full(adapterPerRow.Length, outputs.DefaultIfEmpty(0).Max(), float.NegativeInfinity, device: hidden.device); // (B, max labels)
+        var cls = hidden.narrow(1, 0, 1); // (B, 1, d): heads read only [CLS]
+        var byHead = adapterPerRow.Select((name, row) => (name, row)).Where(r => r.name is not null).GroupBy(r => r.name!);
+        foreach (var group in byHead)
+        {
+            var rows = tensor(group.Select(r => (long)r.row).ToArray(), device: hidden.device); // (b)
+            var headLogits = heads[group.Key].call(cls.index_select(0, rows)); // (b, labels)
+            logits.narrow(1, 0, headLogits.shape[1]).index_copy_(0, rows, headLogits);
+        }
+        return new RowLogits(logits.MoveToOuterDisposeScope(), outputs);
+    }
+
+    /// <summary>
+    /// Drops the per-site stacks of adapter weights that mixed batches use; the next mixed batch rebuilds them.
+    /// Adding, removing, loading and training adapters do this; call it after changing adapter weights any
+    /// other way. (Moving the model or changing its matmul type is noticed without it.)
+    /// </summary>
+    public void InvalidateRowStacks()
+    {
+        if (rowStacks is null) return;
+        foreach (var (site, _) in Sites()) site.ClearRowStack();
+        rowStacks = null;
+    }
+
+    RowSelection SelectRows(string?[] adapterPerRow, Tensor inputIds)
+    {
+        if (adapterPerRow.Length != inputIds.shape[0])
+            throw new ArgumentException($"{adapterPerRow.Length} adapter names for a batch of {inputIds.shape[0]} rows", nameof(adapterPerRow));
+        var device = bert.Embeddings.LayerNorm.weight!.device;
+        var type = bert.Context.MatmulType;
+        if (rowStacks is not { } stacks || stacks.Device != device.ToString() || stacks.MatmulType != type)
+        {
+            InvalidateRowStacks();
+            // Every adapter that leaves the base alone gets a slot, so one set of stacks serves every batch.
+            var names = configs.Where(c => !c.Value.ModifiesBase).Select(c => c.Key).ToArray();
+            foreach (var (site, layerNorm) in Sites()) site.BuildRowStack(names, layerNorm);
+            rowStacks = stacks = new RowStacks(names, device.ToString(), type);
+        }
+        var index = adapterPerRow.Select(name => name is null ? 0L : stacks.Slot(name, this)).ToArray();
+        return new RowSelection(tensor(index, device: device), stacks.Names);
+    }
+
+    sealed record RowStacks(string[] Names, string Device, ScalarType MatmulType)
+    {
+        readonly Dictionary<string, long> slots = Names.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i + 1L, StringComparer.Ordinal);
+
+        public long Slot(string name, AdapterModel model)
+        {
+            if (slots.TryGetValue(name, out var slot)) return slot;
+            if (model.configs.TryGetValue(name, out var config))
+                throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, so it cannot share a batch with other adapters; run it alone (Active = \"{name}\")");
+            throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", model.configs.Keys)})");
+        }
+    }
+
+    /// <summary>
     /// The tensors that make up adapter <paramref name="name"/>, under file names that do not depend on it:
     /// <c>.adapters.&lt;name&gt;.</c> becomes <c>.adapter.</c>, <c>heads.&lt;name&gt;.</c> becomes <c>head.</c>,
     /// and trained base tensors (full, top-k) keep their names. No <c>bert.</c> prefix.
@@ -183,6 +274,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
                 .ToDictionary(p => ToFileKey(name, p.name), p => (Tensor)p.parameter);
             var module = new Dictionary<string, Tensor>(targets);
             CopyInto(module, tensors, source);
+            InvalidateRowStacks();
         }
         catch
         {
@@ -224,3 +316,11 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             throw new ArgumentException($"adapter name '{name}' must be 1-64 letters, digits, '-' or '_'");
     }
 }
+
+/// <summary>
+/// Per-row logits of a mixed batch (<see cref="AdapterModel.LogitsPerRow"/>): row i's are
+/// <c>Logits[i, ..Outputs[i]]</c> of the (B, max labels) float32 tensor, the rest of the row −∞ (so softmax and
+/// argmax over a whole row see only its own labels). Rows without an adapter have no head: 0 outputs.
+/// The caller owns <paramref name="Logits"/>.
+/// </summary>
+public sealed record RowLogits(Tensor Logits, int[] Outputs);

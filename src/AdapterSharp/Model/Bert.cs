@@ -45,7 +45,7 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
         var embeddings = word_embeddings.call(inputIds)
             + token_type_embeddings.call(tokenTypeIds)
             + position_embeddings.call(positions); // (B, T, H), positions broadcast over B
-        return dropout.call(adapters.LayerNormFor(layer_norm).call(embeddings));
+        return dropout.call(adapters.Normalize(embeddings, layer_norm));
     }
 }
 

@@ -7,12 +7,19 @@ namespace AdapterSharp.Model;
 
 /// <summary>
 /// What every module of one encoder reads during a forward pass, set on the model rather than threaded
-/// through calls: which adapter is active, and in which precision the matrix products run.
+/// through calls: which adapter is active (for the whole batch, or per row), and in which precision the
+/// matrix products run.
 /// </summary>
 public sealed class ForwardContext
 {
     /// <summary>The active adapter's name, or null for the bare base model.</summary>
     public string? ActiveAdapter { get; set; }
+
+    /// <summary>
+    /// Each row's adapter in a mixed batch, or null; while set it overrides <see cref="ActiveAdapter"/>.
+    /// <c>AdapterModel.EncodePerRow</c> and <c>LogitsPerRow</c> set it for one pass and clear it.
+    /// </summary>
+    public RowSelection? RowAdapters { get; set; }
 
     /// <summary>
     /// Element type of the matrix products (float32, or bfloat16 on GPUs). The residual stream, LayerNorms,
@@ -35,5 +42,23 @@ public sealed class ForwardContext
     public Tensor Project(Tensor x, Tensor weight, Tensor? bias) =>
         F.linear(As(x), As(weight), bias is null ? null : As(bias));
 
+    /// <summary>
+    /// A different linear map per row, <c>x_b W_b + bias_b</c>, in <see cref="MatmulType"/>.
+    /// </summary>
+    /// <param name="x">(B, T, in).</param>
+    /// <param name="weight">(B, in, out): already transposed, one matrix per row.</param>
+    /// <param name="bias">(B, 1, out).</param>
+    /// <returns>(B, T, out).</returns>
+    public Tensor ProjectPerRow(Tensor x, Tensor weight, Tensor bias) =>
+        // TorchSharp 0.107's Tensor.baddbmm is batch1.baddbmm(batch2, input) (torch.baddbmm(input, …) mixes them up).
+        As(x).baddbmm(As(weight), As(bias));
+
     Tensor As(Tensor t) => t.dtype == MatmulType ? t : t.to_type(MatmulType);
 }
+
+/// <summary>
+/// Which adapter each row of a batch uses: <paramref name="Index"/> (B) int64 on the model's device, 0 for
+/// the bare base model and k for <c>Names[k - 1]</c>. The adapter sites hold their adapters stacked in this
+/// order; <paramref name="Names"/> is compared by reference to check that the stacks were built for it.
+/// </summary>
+public sealed record RowSelection(Tensor Index, IReadOnlyList<string> Names);
