@@ -23,7 +23,44 @@ static class BenchCommand
         var bench = new Command("bench", "Benchmarks that print JSON lines.");
         bench.Subcommands.Add(Workloads("train", "Time training steps (forward, backward, AdamW).", TrainingBenchmark.Train));
         bench.Subcommands.Add(Workloads("infer", "Time forward passes (no gradients).", TrainingBenchmark.Infer));
+        bench.Subcommands.Add(Mixed());
         return bench;
+    }
+
+    static Command Mixed()
+    {
+        var device = CommonOptions.Device();
+        device.DefaultValueFactory = _ => "auto";
+        var shape = new Option<string>("--shape") { DefaultValueFactory = _ => "minilm-l6" };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
+        var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 64 };
+        var counts = new Option<string>("--adapters") { DefaultValueFactory = _ => "1,8,32,128", Description = "Adapter counts K to spread the batch over." };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 20 };
+        var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 3 };
+        var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "auto", Description = "auto (bf16 on CUDA), bf16 or fp32." };
+        var command = new Command("mixed", "Forward throughput of a batch spread over K adapters: one per-row pass vs a loop over sub-batches.")
+        {
+            device, shape, batch, seq, counts, steps, warmup, dtype,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            var type = Devices.MatmulType(parse.GetValue(dtype)!, target) == TorchSharp.torch.ScalarType.BFloat16 ? "bf16" : "fp32";
+            int[] ks;
+            try
+            {
+                ks = parse.GetValue(counts)!.Split(',').Select(int.Parse).ToArray();
+            }
+            catch (FormatException)
+            {
+                throw new UsageException($"--adapters: '{parse.GetValue(counts)}' is not a comma-separated list of counts");
+            }
+            foreach (var record in MixedBatchBenchmark.Run(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks,
+                         parse.GetValue(steps), parse.GetValue(warmup), target, type))
+                Console.WriteLine(JsonSerializer.Serialize(record));
+            return 0;
+        }));
+        return command;
     }
 
     static Command Workloads(string name, string description, Func<Workload, TorchSharp.torch.Device, Dictionary<string, object>> run)

@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using AdapterSharp.Adapters;
+using AdapterSharp.Heads;
+using AdapterSharp.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Benchmarks;
+
+/// <summary>
+/// Forward throughput of one batch whose rows are spread over K adapters: the per-row mixed pass
+/// (<see cref="AdapterModel.LogitsPerRow"/>) against the usual way, a loop over sub-batches of one adapter each.
+/// </summary>
+public static class MixedBatchBenchmark
+{
+    public static IEnumerable<Dictionary<string, object>> Run(string shape, int batch, int seq, int[] adapterCounts,
+        int steps, int warmup, Device device, string dtype)
+    {
+        if (!TrainingBenchmark.Shapes.TryGetValue(shape, out var config))
+            throw new ArgumentException($"--shape: unknown shape '{shape}'");
+        int maxK = adapterCounts.Max();
+        if (adapterCounts.Any(k => k < 1 || k > batch))
+            throw new ArgumentException($"adapter counts must be between 1 and the batch size {batch}");
+        manual_seed(0);
+        using var model = new AdapterModel(new BertModel(config with { VocabSize = 30522, MaxPositionEmbeddings = 512 }, addPooler: false));
+        var head = HeadConfig.Classification(["0", "1"]);
+        for (int k = 0; k < maxK; k++)
+            model.AddAdapter($"a{k}", Methods.Houlsby with { Init = AdapterInit.Bert }, head);
+        model.FreezeAll();
+        model.to(device);
+        model.Bert.UseMatmulType(dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
+        model.eval();
+        manual_seed(1);
+        using var ids = randint(1000, 30000, [batch, seq], device: device);
+        using var types = zeros([batch, seq], ScalarType.Int64, device);
+
+        foreach (int k in adapterCounts)
+        {
+            var names = Enumerable.Range(0, batch).Select(i => (string?)$"a{i % k}").ToArray();
+            double mixed = Time(() => model.LogitsPerRow(ids, null, types, names).Logits.Dispose(), steps, warmup, device);
+            double loop = Time(() =>
+            {
+                // The sub-batch baseline: one forward per adapter over its rows.
+                for (int a = 0; a < k; a++)
+                {
+                    using var scope = NewDisposeScope();
+                    var rows = tensor(Enumerable.Range(0, batch).Where(i => i % k == a).Select(i => (long)i).ToArray()).to(device);
+                    model.Active = $"a{a}";
+                    model.Logits(ids.index_select(0, rows), null, types.index_select(0, rows));
+                }
+            }, steps, warmup, device);
+            yield return new Dictionary<string, object>
+            {
+                ["workload"] = $"mixed/{shape}",
+                ["impl"] = "adaptersharp",
+                ["dtype"] = dtype,
+                ["batch"] = batch,
+                ["seq"] = seq,
+                ["adapters"] = k,
+                ["mixed_ms"] = Math.Round(mixed * 1e3, 3),
+                ["mixed_tokens_per_s"] = Math.Round(batch * seq / mixed),
+                ["subbatch_loop_ms"] = Math.Round(loop * 1e3, 3),
+                ["subbatch_loop_tokens_per_s"] = Math.Round(batch * seq / loop),
+                ["device"] = device.type == DeviceType.CUDA ? "cuda" : "cpu",
+            };
+        }
+    }
+
+    static double Time(Action step, int steps, int warmup, Device device)
+    {
+        using var noGrad = no_grad();
+        for (int i = 0; i < warmup; i++)
+            using (NewDisposeScope()) step();
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++)
+            using (NewDisposeScope()) step();
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+        return clock.Elapsed.TotalSeconds / steps;
+    }
+}
