@@ -66,11 +66,28 @@ public sealed class Adapter : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         foreach (var linear in new[] { down!, up! })
         {
+            using var scope = NewDisposeScope();
             if (init == AdapterInit.Bert) nn.init.normal_(linear.weight!, 0, 0.02);
-            else nn.init.trunc_normal_(linear.weight!, 0, 1e-2, -2e-2, 2e-2);
+            else TruncatedNormal(linear.weight!, std: 1e-2);
             nn.init.zeros_(linear.bias!);
         }
-        if (init == AdapterInit.Zero) nn.init.zeros_(up!.weight!);
+        if (init == AdapterInit.Zero)
+            using (NewDisposeScope())
+                nn.init.zeros_(up!.weight!);
+    }
+
+    /// <summary>
+    /// N(0, σ²) cut at ±2σ, by inverse-CDF sampling. Not TorchSharp's <c>nn.init.trunc_normal_</c>: in 0.107 its
+    /// native side ends with <c>mul_(mean).add_(std)</c> where it means <c>mul_(std·√2).add_(mean)</c>, so with
+    /// mean 0 it fills the tensor with the constant σ. Every hidden unit of an adapter then starts identical,
+    /// gets identical updates, and the bottleneck trains as rank 1.
+    /// </summary>
+    public static void TruncatedNormal(Tensor weight, double std)
+    {
+        const double cdfAtMinus2 = 0.022750131948179195, cdfAtPlus2 = 0.9772498680518208; // Φ(-2), Φ(2)
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        weight.uniform_(2 * cdfAtMinus2 - 1, 2 * cdfAtPlus2 - 1).erfinv_().mul_(std * Math.Sqrt(2)).clamp_(-2 * std, 2 * std);
     }
 
     /// <summary>
