@@ -30,6 +30,7 @@ static class EvalCommand
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
+            if (parse.GetValue(batch) < 1) throw new UsageException($"--batch-size must be at least 1, got {parse.GetValue(batch)}");
             var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
                 Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
             using var _ = loaded;
@@ -51,6 +52,7 @@ static class EvalCommand
             var taskData = TrainingJob.LoadData(request);
             var dev = EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength,
                 request.SkipBadRows, out int skipped);
+            if (dev.Count == 0) throw new UsageException($"{taskData.TaskName}: no usable evaluation rows");
             var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, parse.GetValue(batch), loaded.Device);
             var result = new Dictionary<string, object> { ["adapter"] = manifest.Name, ["task"] = taskData.TaskName, ["examples"] = dev.Count };
             if (skipped + taskData.Skipped > 0) result["skipped"] = skipped + taskData.Skipped;

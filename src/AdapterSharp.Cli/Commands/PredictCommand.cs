@@ -27,6 +27,7 @@ static class PredictCommand
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
+            if (parse.GetValue(batch) < 1) throw new UsageException($"--batch-size must be at least 1, got {parse.GetValue(batch)}");
             var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             using var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
                 Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
@@ -44,6 +45,8 @@ static class PredictCommand
                 else
                 {
                     var probabilities = Softmax(outputs[i]);
+                    if (probabilities.Any(double.IsNaN))
+                        throw new InvalidDataException($"input {i + 1}: the model produced NaN (a broken adapter or base?)");
                     int best = Array.IndexOf(probabilities, probabilities.Max());
                     row["label"] = head.Labels[best];
                     row["probabilities"] = head.Labels.Select((l, k) => (l, k)).ToDictionary(p => p.l, p => Math.Round(probabilities[p.k], 6));

@@ -65,8 +65,12 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         ValidateName(name);
         if (configs.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
         config.Validate(Config.NumHiddenLayers);
-        if (config.ModifiesBase && configs.Values.Any(c => c.ModifiesBase))
-            throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, and so does one already loaded");
+        // Full and top-k write into the shared base itself, which every other adapter (and the bare model) reads.
+        if (config.ModifiesBase && configs.Count > 0)
+            throw new ArgumentException(
+                $"adapter '{name}' ({config.Method}) changes base weights and cannot share the base with the loaded adapters ({string.Join(", ", configs.Keys)})");
+        if (configs.FirstOrDefault(c => c.Value.ModifiesBase) is { Key: { } owner } held)
+            throw new ArgumentException($"adapter '{owner}' ({held.Value.Method}) has changed the base weights; no other adapter can share it");
         int hidden = Config.HiddenSize;
         if (config.TrainLayerNorms && config.Layers is null)
             bert.Embeddings.Adapters.Add(name, new Adapter(hidden, config, bottleneck: false, bert.Embeddings.LayerNorm, bert.Context));
@@ -78,6 +82,11 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             AddAt(layers[i].Output.Adapters, layers[i].Output.LayerNorm, config.FfnAdapter);
         }
         heads.Add(name, new PredictionHead(hidden, Config.HiddenDropoutProb, head));
+        // A model already moved to a device gets the new modules there too.
+        var device = bert.Embeddings.LayerNorm.weight!.device;
+        if (device.type != DeviceType.CPU)
+            foreach (var module in Sites().Where(s => s.Site.Contains(name)).Select(s => (nn.Module)s.Site[name]).Append(heads[name]))
+                module.to(device);
         configs[name] = config;
         InvalidateRowStacks();
 

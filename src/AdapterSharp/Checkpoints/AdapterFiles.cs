@@ -123,6 +123,14 @@ public static class AdapterFiles
             throw new ModelFormatException($"{path}: not an AdapterSharp adapter config (format '{manifest?.Format}')");
         if (manifest.FormatVersion != 1)
             throw new ModelFormatException($"{path}: adapter format version {manifest.FormatVersion} is not supported (expected 1)");
+        // JSON null reaches the non-nullable properties as null: name each missing part instead of crashing later.
+        if (manifest.Config is null) throw new ModelFormatException($"{path}: missing \"config\"");
+        if (manifest.Head is null) throw new ModelFormatException($"{path}: missing \"head\"");
+        if (manifest.BaseModel is null) throw new ModelFormatException($"{path}: missing \"base_model\"");
+        if (manifest.Head.Labels is null) throw new ModelFormatException($"{path}: missing \"head.labels\"");
+        if (string.IsNullOrEmpty(manifest.Name)) throw new ModelFormatException($"{path}: missing \"name\"");
+        if (manifest.MaxLength < 8 || manifest.MaxLength > 8192)
+            throw new ModelFormatException($"{path}: max_length {manifest.MaxLength} is not between 8 and 8192");
         try
         {
             manifest.Head.Validate();

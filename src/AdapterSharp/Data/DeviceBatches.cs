@@ -24,7 +24,7 @@ public sealed class DeviceBatches : IDisposable
     public DeviceBatches(EncodedDataset data, Device device, int padId = 0)
     {
         this.data = data;
-        int n = data.Count, width = Math.Max(1, data.Ids.Max(i => i.Length));
+        int n = data.Count, width = n == 0 ? 1 : Math.Max(1, data.Ids.Max(i => i.Length));
         var idValues = new long[n * width];
         var typeValues = new long[n * width];
         Array.Fill(idValues, padId);
@@ -34,12 +34,14 @@ public sealed class DeviceBatches : IDisposable
                 idValues[r * width + t] = data.Ids[r][t];
                 typeValues[r * width + t] = data.TypeIds[r][t];
             }
-        ids = tensor(idValues).view(n, width).to(device);
-        types = tensor(typeValues).view(n, width).to(device);
-        lengths = tensor(data.Ids.Select(i => (long)i.Length).ToArray()).to(device);
-        labels = tensor(data.Labels).to(device);
-        scores = tensor(data.Scores).to(device);
-        positions = arange(width, dtype: ScalarType.Int64, device: device);
+        // Host-side staging tensors die with the scope; only the device copies are kept.
+        using var scope = NewDisposeScope();
+        ids = tensor(idValues).view(n, width).to(device).DetachFromDisposeScope();
+        types = tensor(typeValues).view(n, width).to(device).DetachFromDisposeScope();
+        lengths = tensor(data.Ids.Select(i => (long)i.Length).ToArray()).to(device).DetachFromDisposeScope();
+        labels = tensor(data.Labels).to(device).DetachFromDisposeScope();
+        scores = tensor(data.Scores).to(device).DetachFromDisposeScope();
+        positions = arange(width, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
     }
 
     /// <summary>Uploads the order of this pass's batches (one host-to-device copy).</summary>
@@ -55,7 +57,8 @@ public sealed class DeviceBatches : IDisposable
             foreach (var row in batchRows[b]) flat[offset++] = row;
         }
         order?.Dispose();
-        order = tensor(flat).to(ids.device);
+        using var scope = NewDisposeScope();
+        order = tensor(flat).to(ids.device).DetachFromDisposeScope();
     }
 
     public int Count => batches.Count;

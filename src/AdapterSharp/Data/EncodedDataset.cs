@@ -93,6 +93,7 @@ public sealed class EncodedDataset
     /// </summary>
     public List<int[]> ShuffledBatches(int batchSize, Random random, bool bucketByLength = true)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         var order = Enumerable.Range(0, Count).ToArray();
         random.Shuffle(order);
         if (!bucketByLength) return order.Chunk(batchSize).ToList();
@@ -113,6 +114,7 @@ public sealed class EncodedDataset
     /// <summary>Evaluation order: sorted by length (results are put back in input order by the caller).</summary>
     public List<int[]> SortedBatches(int batchSize)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         var order = Enumerable.Range(0, Count).OrderBy(i => Ids[i].Length).ToArray();
         var batches = new List<int[]>();
         for (int i = 0; i < order.Length; i += batchSize) batches.Add(order[i..Math.Min(i + batchSize, order.Length)]);

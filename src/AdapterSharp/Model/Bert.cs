@@ -291,8 +291,10 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         Context.MatmulType = type;
         if (type == ScalarType.Float32) return;
-        foreach (var (_, module) in encoder.named_modules())
-            if (module is Linear && module.parameters().All(p => !p.requires_grad))
+        // Base projections only: adapters keep float32 masters (they are cast inside their products), so they can
+        // still be trained after serving.
+        foreach (var (path, module) in encoder.named_modules())
+            if (module is Linear && !path.Contains("adapters", StringComparison.Ordinal) && module.parameters().All(p => !p.requires_grad))
                 module.to(type);
     }
 

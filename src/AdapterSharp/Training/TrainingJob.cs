@@ -151,7 +151,7 @@ public static class TrainingJob
             ["loss"] = double.IsFinite(evaluation.Loss) ? Math.Round(evaluation.Loss, 6) : null!,
             ["elapsed_s"] = Math.Round(evaluation.Elapsed.TotalSeconds, 1),
         };
-        foreach (var (metric, value) in evaluation.Metrics) record[metric] = Math.Round(value, 6);
+        foreach (var (metric, value) in evaluation.Metrics) record[metric] = double.IsFinite(value) ? Math.Round(value, 6) : null!;
         File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
     }
 

@@ -8,6 +8,7 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace AdapterSharp.Tests.Training;
 
+[Collection(SequentialCollection.Name)]
 public class FlatAdamWTests
 {
     static AdapterModel Model()
@@ -24,6 +25,11 @@ public class FlatAdamWTests
     {
         using var reference = Model();
         using var flat = Model();
+        using (no_grad())
+        {
+            var source = AdapterSharp.Checkpoints.StateDict.Tensors(reference);
+            foreach (var (name, target) in AdapterSharp.Checkpoints.StateDict.Tensors(flat)) target.copy_(source[name]);
+        }
         var referenceParams = reference.TrainOnly("t");
         var flatParams = flat.TrainOnly("t");
         static bool Decay(string n) => !n.EndsWith(".bias", StringComparison.Ordinal) && !n.Contains("LayerNorm", StringComparison.Ordinal);

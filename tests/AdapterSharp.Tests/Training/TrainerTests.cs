@@ -9,6 +9,7 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Tests.Training;
 
+[Collection(SequentialCollection.Name)]
 public class TrainerTests
 {
     static readonly HeadConfig Head = HeadConfig.Classification(["neg", "pos"]);
