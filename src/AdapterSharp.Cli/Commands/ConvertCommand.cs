@@ -40,6 +40,9 @@ static class ConvertCommand
                 encoder.Config.Save(Path.Combine(staging, "config.json"));
                 File.WriteAllLines(Path.Combine(staging, "vocab.txt"),
                     Enumerable.Range(0, encoder.Tokenizer.VocabSize).Select(encoder.Tokenizer.IdToToken));
+                // Casing travels with the vocabulary: without it a cased model would be read back lower-cased.
+                File.WriteAllText(Path.Combine(staging, "tokenizer_config.json"),
+                    $"{{\"tokenizer_class\": \"BertTokenizer\", \"do_lower_case\": {(encoder.Tokenizer.LowerCase ? "true" : "false")}}}\n");
                 Directory.Move(staging, target);
             }
             catch

@@ -169,7 +169,10 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
                     var loss = head.IsRegression
                         ? F.mse_loss(logits[.., 0], scores)
                         : F.cross_entropy(logits, labels);
-                    (options.GradientAccumulation > 1 ? loss / options.GradientAccumulation : loss).backward();
+                    // Average over the micro-batches of this optimizer step (the last group of an epoch may be short).
+                    int accumulation = options.GradientAccumulation;
+                    int groupSize = Math.Min(accumulation, batches.Count - (b - b % accumulation));
+                    (groupSize > 1 ? loss / groupSize : loss).backward();
                     runningLoss.add_(loss.detach());
                     lossTerms++;
                     examplesSeen += rows.Length;
