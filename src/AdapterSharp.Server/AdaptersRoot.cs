@@ -43,9 +43,7 @@ public sealed class AdaptersRoot
         }
     }
 
-    bool Contains(string real) =>
-        real == Folder || real.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar,
-            StringComparison.Ordinal);
+    bool Contains(string real) => real == Folder || real.StartsWith(Path.TrimEndingDirectorySeparator(Folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
     /// <summary>
     /// <paramref name="path"/> made absolute with every symbolic link in it replaced by its target, component by

@@ -33,6 +33,8 @@ public sealed class InferenceServer : IAsyncDisposable
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+        // Quotes and non-ASCII text as they are, not \u0022: answers are JSON for API clients, never HTML.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     readonly ServerOptions options;
@@ -58,9 +60,7 @@ public sealed class InferenceServer : IAsyncDisposable
         this.host = host;
         adaptersRoot = options.AdaptersRoot is null ? null : new AdaptersRoot(options.AdaptersRoot);
         apiKeyHash = options.ApiKey is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(options.ApiKey));
-        InferenceWorker? created = null;
-        Metrics = new ServerMetrics(() => created?.QueueDepth ?? 0, () => host.Adapters.Count);
-        worker = created = new InferenceWorker(host, runner, options, Metrics.ObserveBatch);
+        worker = new InferenceWorker(host, runner, options, Metrics.ObserveBatch);
         app = Build();
     }
 
@@ -71,7 +71,7 @@ public sealed class InferenceServer : IAsyncDisposable
     public static InferenceServer Create(ServerOptions options, ModelHost host, IBatchRunner? runner = null) =>
         new(options, host, runner ?? new PerAdapterBatchRunner(host, options.MaxBatch));
 
-    public ServerMetrics Metrics { get; }
+    public ServerMetrics Metrics { get; } = new();
 
     /// <summary>The bound address (the real port when <see cref="ServerOptions.Port"/> is 0), once started.</summary>
     public Uri Url { get; private set; } = null!;
@@ -82,10 +82,10 @@ public sealed class InferenceServer : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         worker.Start();
-        started = true;
         // Kestrel waits for in-flight requests after this; they wait for the worker, which drains the queue.
         app.Lifetime.ApplicationStopping.Register(worker.Complete);
         await app.StartAsync(cancellationToken);
+        started = true;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         Url = new Uri(address);
     }
@@ -142,7 +142,7 @@ public sealed class InferenceServer : IAsyncDisposable
         app.MapGet("/metrics", async context =>
         {
             context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-            await context.Response.WriteAsync(Metrics.Render());
+            await context.Response.WriteAsync(Metrics.Render(worker.QueueDepth, host.Adapters.Count));
         });
         return app;
     }
@@ -209,7 +209,7 @@ public sealed class InferenceServer : IAsyncDisposable
 
     async Task<JsonDocument> ReadJsonAsync(HttpContext context)
     {
-        if (context.Request.ContentLength > options.MaxBodyBytes) throw TooLarge();
+        // Kestrel enforces the limit (MaxRequestBodySize) as the body is read, with or without a Content-Length.
         try
         {
             return await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted);
@@ -288,6 +288,8 @@ public sealed class InferenceServer : IAsyncDisposable
         if (context.Response.HasStarted) return;
         context.Response.Clear();
         if (status == StatusCodes.Status503ServiceUnavailable) context.Response.Headers.RetryAfter = "1";
+        // The rest of an oversized body is not worth reading to keep the connection.
+        if (status == StatusCodes.Status413PayloadTooLarge) context.Response.Headers.Connection = "close";
         await WriteJsonAsync(context, status, new ErrorBody(OneLine(message)));
     }
 

@@ -17,10 +17,9 @@ public sealed record Prediction
     public static Prediction From(HeadConfig head, float[] outputs)
     {
         if (head.IsRegression) return new Prediction { Score = outputs[0] };
-        double max = outputs.Max();
-        var exp = outputs.Select(o => Math.Exp(o - max)).ToArray();
-        double sum = exp.Sum();
         int best = Array.IndexOf(outputs, outputs.Max());
+        var exp = outputs.Select(o => Math.Exp(o - outputs[best])).ToArray(); // softmax, shifted for range
+        double sum = exp.Sum();
         return new Prediction
         {
             Label = head.Labels[best],

@@ -50,7 +50,7 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
                 JsonValueKind.String => new BatchInput(adapter ?? throw NoAdapter(at), item.GetString()!),
                 JsonValueKind.Array => Pair(item, adapter ?? throw NoAdapter(at), at),
                 JsonValueKind.Object => Object(item, adapter, at),
-                _ => throw Bad($"{at}: expected a string, a [text, text_pair] pair or an {{\"adapter\", \"text\", \"text_pair\"}} object"),
+                _ => throw Bad($"{at}: expected a string, a [text, text_pair] pair or an object with \"text\", got {Kind(item)}"),
             });
         }
         return new PredictRequest(adapter, result);

@@ -5,7 +5,7 @@ using System.Text;
 namespace AdapterSharp.Server;
 
 /// <summary>The server's counters, histograms and gauges, written in Prometheus' text format for <c>GET /metrics</c>.</summary>
-public sealed class ServerMetrics(Func<int> queueDepth, Func<int> adaptersLoaded)
+public sealed class ServerMetrics
 {
     static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
     static readonly double[] BatchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -70,7 +70,8 @@ public sealed class ServerMetrics(Func<int> queueDepth, Func<int> adaptersLoaded
 
     public void ObserveBatch(int inputs) => batchSizes.Observe(inputs);
 
-    public string Render()
+    /// <summary>Everything, with the gauges' current values.</summary>
+    public string Render(int queueDepth, int adaptersLoaded)
     {
         var text = new StringBuilder();
         Header(text, "adaptersharp_http_requests_total", "counter", "HTTP requests by route, method and status code.");
@@ -83,9 +84,9 @@ public sealed class ServerMetrics(Func<int> queueDepth, Func<int> adaptersLoaded
         Header(text, "adaptersharp_batch_size", "histogram", "Inputs per batch that the inference worker ran.");
         batchSizes.Write(text, "adaptersharp_batch_size", "");
         Header(text, "adaptersharp_queue_depth", "gauge", "Requests waiting for the inference worker.");
-        text.Append(CultureInfo.InvariantCulture, $"adaptersharp_queue_depth {queueDepth()}\n");
+        text.Append(CultureInfo.InvariantCulture, $"adaptersharp_queue_depth {queueDepth}\n");
         Header(text, "adaptersharp_adapters_loaded", "gauge", "Adapters loaded on the base model.");
-        text.Append(CultureInfo.InvariantCulture, $"adaptersharp_adapters_loaded {adaptersLoaded()}\n");
+        text.Append(CultureInfo.InvariantCulture, $"adaptersharp_adapters_loaded {adaptersLoaded}\n");
         return text.ToString();
     }
 

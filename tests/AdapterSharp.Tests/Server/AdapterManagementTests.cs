@@ -24,6 +24,10 @@ public class AdapterManagementTests
         Assert.Equal(server.Host.Identity.Id, sent["base_model"]!.GetValue<string>());
         Assert.Null(adapters[0]!["labels"]);
         Assert.Equal("regression", adapters[0]!["kind"]!.GetValue<string>());
+        var (one, oneBody) = await server.SendAsync(HttpMethod.Get, "/v1/adapters/sent");
+        Assert.Equal(200, one);
+        Assert.Equal(sent.ToJsonString(), oneBody!.ToJsonString());
+        Assert.Equal(404, (await server.SendAsync(HttpMethod.Get, "/v1/adapters/nope")).Status);
 
         var (health, healthBody) = await server.SendAsync(HttpMethod.Get, "/healthz");
         Assert.Equal(200, health);
