@@ -12,6 +12,7 @@ root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ParamsCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
 var parse = root.Parse(args);
 // A mistyped option or value is a usage error like any other: one line, not the whole help text. With no
 // arguments at all, the help is what the user wants.

@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
+using AdapterSharp.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace AdapterSharp.Server;
+
+/// <summary>
+/// <c>adaptersharp serve</c>: Kestrel with minimal-API routes in front of one <see cref="InferenceWorker"/>.
+/// <list type="bullet">
+/// <item><c>POST /v1/predict</c>: predictions for texts, batched with concurrent requests</item>
+/// <item><c>GET /v1/adapters</c>, <c>GET /v1/adapters/{name}</c>, <c>POST /v1/adapters</c> (from under the adapters root), <c>DELETE /v1/adapters/{name}</c></item>
+/// <item><c>GET /healthz</c>, <c>GET /metrics</c> (Prometheus text)</item>
+/// </list>
+/// Errors are <c>{"error": "one line"}</c>. On stop (SIGTERM, Ctrl-C, <see cref="StopAsync"/>) the server stops
+/// accepting, answers what is queued and in flight, and only then ends.
+/// </summary>
+public sealed class InferenceServer : IAsyncDisposable
+{
+    static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+        // Quotes and non-ASCII text as they are, not \u0022: answers are JSON for API clients, never HTML.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    readonly ServerOptions options;
+    readonly ModelHost host;
+    readonly InferenceWorker worker;
+    readonly AdaptersRoot? adaptersRoot;
+    readonly byte[]? apiKeyHash;
+    readonly WebApplication app;
+    bool started;
+
+    sealed record PredictResponse(string? Adapter, IReadOnlyList<Prediction> Predictions);
+
+    sealed record AdapterList(IReadOnlyList<AdapterInfo> Adapters);
+
+    sealed record Health(string Status, int Adapters);
+
+    sealed record ErrorBody(string Error);
+
+    InferenceServer(ServerOptions options, ModelHost host, IBatchRunner runner)
+    {
+        options.Validate();
+        this.options = options;
+        this.host = host;
+        adaptersRoot = options.AdaptersRoot is null ? null : new AdaptersRoot(options.AdaptersRoot);
+        apiKeyHash = options.ApiKey is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(options.ApiKey));
+        worker = new InferenceWorker(host, runner, options, Metrics.ObserveBatch);
+        app = Build();
+    }
+
+    /// <summary>
+    /// A server for <paramref name="host"/>'s model; <paramref name="runner"/> defaults to one forward per
+    /// adapter in a batch. The host's adapters may be loaded beforehand; once started, only the server changes them.
+    /// </summary>
+    public static InferenceServer Create(ServerOptions options, ModelHost host, IBatchRunner? runner = null) =>
+        new(options, host, runner ?? new PerAdapterBatchRunner(host, options.MaxBatch));
+
+    public ServerMetrics Metrics { get; } = new();
+
+    /// <summary>The bound address (the real port when <see cref="ServerOptions.Port"/> is 0), once started.</summary>
+    public Uri Url { get; private set; } = null!;
+
+    /// <summary>Fires when a stop begins; queued work is still being answered.</summary>
+    public CancellationToken Stopping => app.Lifetime.ApplicationStopping;
+
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        worker.Start();
+        // Kestrel waits for in-flight requests after this; they wait for the worker, which drains the queue.
+        app.Lifetime.ApplicationStopping.Register(worker.Complete);
+        await app.StartAsync(cancellationToken);
+        started = true;
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Url = new Uri(address);
+    }
+
+    /// <summary>Waits for a stop signal (SIGTERM, Ctrl-C), then stops gracefully.</summary>
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => app.WaitForShutdownAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken = default) => app.StopAsync(cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (started) await app.StopAsync();
+        worker.Complete();
+        worker.Join(TimeSpan.FromSeconds(30));
+        await app.DisposeAsync();
+    }
+
+    WebApplication Build()
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ApplicationName = "AdapterSharp.Server",
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace); // stdout is for "listening on"
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+            kestrel.Listen(options.BindAddress, options.Port);
+        });
+
+        var app = builder.Build();
+        app.Use(MeasureAsync);
+        app.UseRouting();
+        app.Use(AuthorizeAsync);
+        app.Use(AnswerErrorsAsync);
+        app.MapPost("/v1/predict", PredictAsync);
+        app.MapGet("/v1/adapters", context => WriteJsonAsync(context, 200, new AdapterList([.. host.Adapters.Values.OrderBy(a => a.Name, StringComparer.Ordinal)])));
+        app.MapGet("/v1/adapters/{name}", context =>
+        {
+            var name = (string)context.Request.RouteValues["name"]!;
+            return host.Adapters.TryGetValue(name, out var info)
+                ? WriteJsonAsync(context, 200, info)
+                : throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
+        });
+        app.MapPost("/v1/adapters", LoadAsync);
+        app.MapDelete("/v1/adapters/{name}", UnloadAsync);
+        app.MapGet("/healthz", context => WriteJsonAsync(context, 200, new Health("ok", host.Adapters.Count)));
+        app.MapGet("/metrics", async context =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await context.Response.WriteAsync(Metrics.Render(worker.QueueDepth, host.Adapters.Count));
+        });
+        return app;
+    }
+
+    async Task PredictAsync(HttpContext context)
+    {
+        PredictRequest request;
+        using (var body = await ReadJsonAsync(context))
+            request = PredictRequest.Parse(body.RootElement, options.MaxInputs);
+        var loaded = host.Adapters;
+        // Checked again by the worker when the batch runs: an unload may come in between.
+        if (request.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a)) is { } missing)
+            throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'");
+        var predictions = await worker.Predict(request.Inputs);
+        var response = request.MixesAdapters
+            ? new PredictResponse(null, predictions)
+            : new PredictResponse(request.Adapter, [.. predictions.Select(p => p with { Adapter = null })]);
+        await WriteJsonAsync(context, 200, response);
+    }
+
+    async Task LoadAsync(HttpContext context)
+    {
+        if (adaptersRoot is null)
+            throw new ApiException(StatusCodes.Status403Forbidden, "loading adapters at run time is off: start the server with --adapters-root");
+        string? name = null, path = null;
+        using (var body = await ReadJsonAsync(context))
+        {
+            if (body.RootElement.ValueKind != JsonValueKind.Object) throw Bad("body: expected a JSON object");
+            foreach (var property in body.RootElement.EnumerateObject())
+            {
+                if (property.Name is not ("name" or "path"))
+                    throw Bad($"body: unknown field \"{property.Name}\" (expected \"name\" and \"path\")");
+                if (property.Value.ValueKind != JsonValueKind.String) throw Bad($"{property.Name}: expected a string");
+                if (property.Name == "name") name = property.Value.GetString();
+                else path = property.Value.GetString();
+            }
+        }
+        if (path is null) throw Bad("path: required: an adapter folder under the adapters root");
+        var dir = adaptersRoot.Resolve(path);
+        AdapterInfo info;
+        try
+        {
+            info = await worker.Execute(() => host.Load(dir, name));
+        }
+        catch (Exception e) when (e is ModelFormatException or CheckpointException or DataFormatException or IOException
+                                      or UnauthorizedAccessException or InvalidDataException)
+        {
+            throw Bad(e.Message);
+        }
+        context.Response.Headers.Location = $"/v1/adapters/{info.Name}";
+        await WriteJsonAsync(context, StatusCodes.Status201Created, info);
+    }
+
+    async Task UnloadAsync(HttpContext context)
+    {
+        var name = (string)context.Request.RouteValues["name"]!;
+        await worker.Execute(() =>
+        {
+            host.Unload(name);
+            return true;
+        });
+        context.Response.StatusCode = StatusCodes.Status204NoContent;
+    }
+
+    async Task<JsonDocument> ReadJsonAsync(HttpContext context)
+    {
+        // Kestrel enforces the limit (MaxRequestBodySize) as the body is read, with or without a Content-Length.
+        try
+        {
+            return await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted);
+        }
+        catch (JsonException e)
+        {
+            throw Bad($"invalid JSON: {OneLine(e.Message)}");
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            throw TooLarge();
+        }
+
+        ApiException TooLarge() =>
+            new(StatusCodes.Status413PayloadTooLarge, $"the request body is larger than {options.MaxBodyBytes} bytes (--max-body-bytes)");
+    }
+
+    async Task MeasureAsync(HttpContext context, RequestDelegate next)
+    {
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            await next(context);
+        }
+        finally
+        {
+            var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
+            Metrics.ObserveRequest(route, context.Request.Method, context.Response.StatusCode, Stopwatch.GetElapsedTime(start));
+        }
+    }
+
+    async Task AuthorizeAsync(HttpContext context, RequestDelegate next)
+    {
+        if (apiKeyHash is not null && context.Request.Path != "/healthz")
+        {
+            var header = context.Request.Headers.Authorization.ToString();
+            bool ok = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)
+                      && CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim())), apiKeyHash);
+            if (!ok)
+            {
+                context.Response.Headers.WWWAuthenticate = "Bearer";
+                await WriteJsonAsync(context, StatusCodes.Status401Unauthorized,
+                    new ErrorBody("missing or wrong API key: send Authorization: Bearer <key>"));
+                return;
+            }
+        }
+        await next(context);
+    }
+
+    async Task AnswerErrorsAsync(HttpContext context, RequestDelegate next)
+    {
+        int status;
+        string message;
+        try
+        {
+            await next(context);
+            return;
+        }
+        catch (ApiException e)
+        {
+            (status, message) = (e.Status, e.Message);
+        }
+        catch (BadHttpRequestException e)
+        {
+            (status, message) = (e.StatusCode, e.Message);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return; // the client went away
+        }
+        catch (Exception e)
+        {
+            app.Logger.LogError(e, "{Method} {Path} failed", context.Request.Method, context.Request.Path);
+            (status, message) = (StatusCodes.Status500InternalServerError, $"internal error: {e.GetType().Name}: {e.Message}");
+        }
+        if (context.Response.HasStarted) return;
+        context.Response.Clear();
+        if (status == StatusCodes.Status503ServiceUnavailable) context.Response.Headers.RetryAfter = "1";
+        // The rest of an oversized body is not worth reading to keep the connection.
+        if (status == StatusCodes.Status413PayloadTooLarge) context.Response.Headers.Connection = "close";
+        await WriteJsonAsync(context, status, new ErrorBody(OneLine(message)));
+    }
+
+    static Task WriteJsonAsync<T>(HttpContext context, int status, T value)
+    {
+        context.Response.StatusCode = status;
+        return context.Response.WriteAsJsonAsync(value, Json, context.RequestAborted);
+    }
+
+    static string OneLine(string message) => message.ReplaceLineEndings(" ");
+
+    static ApiException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
+}

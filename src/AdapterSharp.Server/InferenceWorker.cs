@@ -1,0 +1,200 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using AdapterSharp.Heads;
+using Microsoft.AspNetCore.Http;
+
+namespace AdapterSharp.Server;
+
+/// <summary>One input's answer: the label and its probabilities, or the score.</summary>
+public sealed record Prediction
+{
+    /// <summary>Set when a request mixes adapters.</summary>
+    public string? Adapter { get; init; }
+    public string? Label { get; init; }
+    public IReadOnlyDictionary<string, double>? Probabilities { get; init; }
+    public float? Score { get; init; }
+
+    public static Prediction From(HeadConfig head, float[] outputs)
+    {
+        if (head.IsRegression) return new Prediction { Score = outputs[0] };
+        int best = Array.IndexOf(outputs, outputs.Max());
+        var exp = outputs.Select(o => Math.Exp(o - outputs[best])).ToArray(); // softmax, shifted for range
+        double sum = exp.Sum();
+        return new Prediction
+        {
+            Label = head.Labels[best],
+            Probabilities = head.Labels.Select((label, k) => (label, k)).ToDictionary(p => p.label, p => Math.Round(exp[p.k] / sum, 6)),
+        };
+    }
+}
+
+/// <summary>
+/// The single thread that owns the model (TorchSharp modules are not safe for concurrent forwards). Prediction
+/// requests and adapter loads/unloads share one bounded queue, in arrival order: the worker takes a request,
+/// then, for at most <c>maxWait</c>, more requests while their inputs fit in <c>maxBatch</c>, runs them as one
+/// batch, and completes each request. A load or unload runs alone between batches, so a request sees an adapter
+/// wholly or not at all, and a request is never split across batches.
+/// </summary>
+sealed class InferenceWorker
+{
+    abstract class Work;
+
+    sealed class PredictionJob(IReadOnlyList<BatchInput> inputs) : Work
+    {
+        public IReadOnlyList<BatchInput> Inputs { get; } = inputs;
+        public TaskCompletionSource<Prediction[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    sealed class ControlJob(Action run) : Work
+    {
+        public Action Run { get; } = run;
+    }
+
+    readonly Channel<Work> queue;
+    readonly ModelHost host;
+    readonly IBatchRunner runner;
+    readonly int maxBatch;
+    readonly long maxWaitTicks;
+    readonly Action<int> observeBatch;
+    readonly Thread thread;
+
+    public InferenceWorker(ModelHost host, IBatchRunner runner, ServerOptions options, Action<int> observeBatch)
+    {
+        this.host = host;
+        this.runner = runner;
+        maxBatch = options.MaxBatch;
+        maxWaitTicks = options.MaxWaitMs * Stopwatch.Frequency / 1000;
+        this.observeBatch = observeBatch;
+        queue = Channel.CreateBounded<Work>(new BoundedChannelOptions(options.QueueCapacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        thread = new Thread(Loop) { Name = "adaptersharp-inference", IsBackground = true };
+    }
+
+    /// <summary>Requests and control items waiting.</summary>
+    public int QueueDepth => queue.Reader.Count;
+
+    public void Start() => thread.Start();
+
+    /// <summary>
+    /// Queues a request's inputs (every adapter named must be loaded when its batch runs, else 404); 503 when
+    /// the queue is full or the server is stopping.
+    /// </summary>
+    public Task<Prediction[]> Predict(IReadOnlyList<BatchInput> inputs)
+    {
+        var job = new PredictionJob(inputs);
+        if (!queue.Writer.TryWrite(job))
+            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the inference queue is full or the server is stopping; retry later");
+        return job.Completion.Task;
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the worker thread between batches, after what is queued now.</summary>
+    public async Task<T> Execute<T>(Func<T> action)
+    {
+        var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var job = new ControlJob(() =>
+        {
+            try
+            {
+                completion.SetResult(action());
+            }
+            catch (Exception e)
+            {
+                completion.SetException(e);
+            }
+        });
+        try
+        {
+            // A full queue delays a load or unload rather than refusing it.
+            await queue.Writer.WriteAsync(job);
+        }
+        catch (ChannelClosedException)
+        {
+            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the server is stopping");
+        }
+        return await completion.Task;
+    }
+
+    /// <summary>Stops taking work; what is queued still runs, then the thread ends.</summary>
+    public void Complete() => queue.Writer.TryComplete();
+
+    public bool Join(TimeSpan timeout) => !thread.IsAlive || thread.Join(timeout);
+
+    void Loop()
+    {
+        var reader = queue.Reader;
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        {
+            if (!reader.TryRead(out var work)) continue;
+            if (work is ControlJob control)
+            {
+                control.Run();
+                continue;
+            }
+            var batch = Gather((PredictionJob)work);
+            RunBatch(batch);
+        }
+    }
+
+    List<PredictionJob> Gather(PredictionJob first)
+    {
+        var batch = new List<PredictionJob> { first };
+        int count = first.Inputs.Count;
+        long deadline = Stopwatch.GetTimestamp() + maxWaitTicks;
+        var reader = queue.Reader;
+        while (count < maxBatch)
+        {
+            if (reader.TryPeek(out var next))
+            {
+                // A control item or a request that would overflow the batch waits for the next round.
+                if (next is not PredictionJob job || count + job.Inputs.Count > maxBatch) break;
+                reader.TryRead(out _);
+                batch.Add(job);
+                count += job.Inputs.Count;
+                continue;
+            }
+            long remaining = deadline - Stopwatch.GetTimestamp();
+            if (remaining <= 0) break;
+            var wait = reader.WaitToReadAsync().AsTask();
+            if (!wait.Wait(TimeSpan.FromSeconds((double)remaining / Stopwatch.Frequency)) || !wait.Result) break;
+        }
+        return batch;
+    }
+
+    void RunBatch(List<PredictionJob> batch)
+    {
+        var loaded = host.Adapters;
+        var runnable = new List<PredictionJob>(batch.Count);
+        foreach (var job in batch)
+        {
+            var missing = job.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a));
+            if (missing is null) runnable.Add(job);
+            else job.Completion.SetException(new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'"));
+        }
+        if (runnable.Count == 0) return;
+        try
+        {
+            var inputs = runnable.SelectMany(j => j.Inputs).ToList();
+            observeBatch(inputs.Count);
+            var outputs = runner.Run(inputs);
+            int position = 0;
+            foreach (var job in runnable)
+            {
+                var predictions = new Prediction[job.Inputs.Count];
+                for (int i = 0; i < predictions.Length; i++, position++)
+                {
+                    var adapter = job.Inputs[i].Adapter;
+                    predictions[i] = Prediction.From(loaded[adapter].Head, outputs[position]) with { Adapter = adapter };
+                }
+                job.Completion.SetResult(predictions);
+            }
+        }
+        catch (Exception e)
+        {
+            // The worker outlives a failed batch; its requests get the error (500).
+            foreach (var job in runnable) job.Completion.TrySetException(e);
+        }
+    }
+}

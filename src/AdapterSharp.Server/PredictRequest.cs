@@ -1,0 +1,106 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace AdapterSharp.Server;
+
+/// <summary>
+/// The body of <c>POST /v1/predict</c>: <c>{"adapter": A, "inputs": [...]}</c>, where an input is a text, a
+/// <c>[text, text_pair]</c> pair, or <c>{"adapter"?, "text", "text_pair"?}</c>, whose adapter overrides the
+/// top-level one. Read by hand rather than bound to types, so that a mistake is reported at its place
+/// (<c>inputs[2].text: expected a string</c>).
+/// </summary>
+public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> Inputs)
+{
+    /// <summary>Whether the answer lists the adapter per prediction rather than once.</summary>
+    public bool MixesAdapters => Adapter is null || Inputs.Any(i => i.Adapter != Adapter);
+
+    public static PredictRequest Parse(JsonElement body, int maxInputs)
+    {
+        if (body.ValueKind != JsonValueKind.Object) throw Bad("body: expected a JSON object");
+        string? adapter = null;
+        JsonElement? inputs = null;
+        foreach (var property in body.EnumerateObject())
+        {
+            switch (property.Name)
+            {
+                case "adapter":
+                    adapter = String(property.Value, "adapter");
+                    break;
+                case "inputs":
+                    inputs = property.Value;
+                    break;
+                default:
+                    throw Bad($"body: unknown field \"{property.Name}\" (expected \"adapter\" and \"inputs\")");
+            }
+        }
+        if (inputs is not { } list) throw Bad("inputs: required: a list of texts, [text, text_pair] pairs or {adapter, text, text_pair} objects");
+        if (list.ValueKind != JsonValueKind.Array) throw Bad("inputs: expected a list");
+        int count = list.GetArrayLength();
+        if (count == 0) throw Bad("inputs: the list is empty");
+        if (count > maxInputs)
+            throw new ApiException(StatusCodes.Status413PayloadTooLarge, $"inputs: {count} inputs, more than the {maxInputs} a request may hold");
+
+        var result = new List<BatchInput>(count);
+        int index = 0;
+        foreach (var item in list.EnumerateArray())
+        {
+            var at = $"inputs[{index++}]";
+            result.Add(item.ValueKind switch
+            {
+                JsonValueKind.String => new BatchInput(adapter ?? throw NoAdapter(at), item.GetString()!),
+                JsonValueKind.Array => Pair(item, adapter ?? throw NoAdapter(at), at),
+                JsonValueKind.Object => Object(item, adapter, at),
+                _ => throw Bad($"{at}: expected a string, a [text, text_pair] pair or an object with \"text\", got {Kind(item)}"),
+            });
+        }
+        return new PredictRequest(adapter, result);
+    }
+
+    static BatchInput Pair(JsonElement item, string adapter, string at)
+    {
+        if (item.GetArrayLength() != 2 || item.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.String))
+            throw Bad($"{at}: expected a [text, text_pair] pair of two strings");
+        return new BatchInput(adapter, item[0].GetString()!, item[1].GetString());
+    }
+
+    static BatchInput Object(JsonElement item, string? adapter, string at)
+    {
+        string? text = null, pair = null;
+        foreach (var property in item.EnumerateObject())
+        {
+            switch (property.Name)
+            {
+                case "adapter":
+                    adapter = String(property.Value, $"{at}.adapter");
+                    break;
+                case "text":
+                    text = String(property.Value, $"{at}.text");
+                    break;
+                case "text_pair":
+                    pair = property.Value.ValueKind == JsonValueKind.Null ? null : String(property.Value, $"{at}.text_pair");
+                    break;
+                default:
+                    throw Bad($"{at}: unknown field \"{property.Name}\" (expected \"adapter\", \"text\", \"text_pair\")");
+            }
+        }
+        if (text is null) throw Bad($"{at}.text: required");
+        return new BatchInput(adapter ?? throw NoAdapter(at), text, pair);
+    }
+
+    static string String(JsonElement value, string at) =>
+        value.ValueKind == JsonValueKind.String ? value.GetString()! : throw Bad($"{at}: expected a string, got {Kind(value)}");
+
+    static string Kind(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "a list",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Null => "null",
+        _ => value.ValueKind.ToString(),
+    };
+
+    static ApiException NoAdapter(string at) => Bad($"{at}: no adapter: give \"adapter\" in the body or in the input");
+
+    static ApiException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
+}

@@ -1,0 +1,185 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AdapterSharp.Adapters;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
+using AdapterSharp.Heads;
+using AdapterSharp.Server;
+using AdapterSharp.Training;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Tests.Server;
+
+/// <summary>
+/// Files every server test shares, made once: the tiny model, and an adapters root holding three adapters
+/// saved on it — "sent" (houlsby, neg/pos), "topic" (pfeiffer, three labels) and "score" (regression) — plus
+/// a folder outside the root with a valid adapter in it.
+/// </summary>
+static class ServerFiles
+{
+    static readonly Lazy<(string Model, string Root, string Outside)> Files = new(Create);
+
+    public static string ModelDir => Files.Value.Model;
+    public static string Root => Files.Value.Root;
+    public static string Outside => Files.Value.Outside;
+
+    public static readonly (string Name, AdapterConfig Config, HeadConfig Head)[] Adapters =
+    [
+        ("sent", Methods.Houlsby, HeadConfig.Classification(["neg", "pos"])),
+        ("topic", Methods.Pfeiffer with { AdapterSize = 8 }, HeadConfig.Classification(["a", "b", "c"])),
+        ("score", Methods.Houlsby with { AdapterSize = 4 }, HeadConfig.Regression()),
+    ];
+
+    public static string AdapterDir(string name) => Path.Combine(Root, name);
+
+    static (string, string, string) Create()
+    {
+        var model = TinyTask.CreateModelDir(seed: 41);
+        var root = Directory.CreateTempSubdirectory("adaptersharp-serve-root-").FullName;
+        var outside = Directory.CreateTempSubdirectory("adaptersharp-serve-outside-").FullName;
+        var encoder = Pretrained.Load(model);
+        int seed = 100;
+        foreach (var (name, config, head) in Adapters)
+        {
+            using var adapterModel = TrainingJob.CreateModel(encoder, name, config, head, seed++);
+            // Random heads alone would leave the adapters near identity; move every adapter tensor off its init
+            // so that each adapter computes something of its own.
+            using (no_grad())
+                foreach (var (path, parameter) in adapterModel.named_parameters())
+                    if (adapterModel.IsTrainedBy(name, path)) parameter.add_(randn_like(parameter) * 0.2);
+            var manifest = new AdapterManifest
+            {
+                Name = name, Config = config, Head = head, BaseModel = BaseModelIdentity.Of(encoder), Task = "tiny", MaxLength = 32,
+            };
+            AdapterFiles.Save(Path.Combine(root, name), manifest, adapterModel.AdapterTensors(name));
+            if (name == "sent") AdapterFiles.Save(Path.Combine(outside, "sent"), manifest, adapterModel.AdapterTensors(name));
+        }
+        return (model, root, outside);
+    }
+
+    /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with adapter <paramref name="name"/> alone on the base.</summary>
+    public static Prediction[] Expected(string name, IReadOnlyList<(string Text, string? Pair)> inputs)
+    {
+        var encoder = Pretrained.Load(ModelDir);
+        using var model = AdapterModel.FromPretrained(encoder);
+        var manifest = AdapterFiles.Load(AdapterDir(name), model, BaseModelIdentity.Of(encoder));
+        model.Active = name;
+        var data = EncodedDataset.Unlabelled(inputs, encoder.Tokenizer, manifest.MaxLength);
+        return Trainer.Predict(model, data, 64, CPU).Select(o => Prediction.From(manifest.Head, o)).ToArray();
+    }
+
+    public static readonly (string Text, string? Pair)[] Texts =
+    [
+        ("good w1 w2", null),
+        ("bad w3", null),
+        ("w4 w5 w6 w7 w8 good bad", null),
+        ("w9", "w10 w11 good"),
+        ("", null),
+        ("w12 unknownword w13", "bad"),
+    ];
+
+    /// <summary>The inputs of a single-adapter request: strings, and [text, text_pair] for pairs.</summary>
+    public static JsonArray InputsJson(IEnumerable<(string Text, string? Pair)> texts) =>
+        new([.. texts.Select(t => t.Pair is null ? (JsonNode)JsonValue.Create(t.Text) : new JsonArray(t.Text, t.Pair))]);
+
+    public static void AssertSame(Prediction expected, JsonNode actual, string at)
+    {
+        if (expected.Score is { } score)
+        {
+            Assert.True(Math.Abs(score - actual["score"]!.GetValue<double>()) < 1e-4, $"{at}: score {actual["score"]} != {score}");
+            return;
+        }
+        Assert.Equal(expected.Label, actual["label"]!.GetValue<string>());
+        var probabilities = actual["probabilities"]!.AsObject();
+        Assert.Equal(expected.Probabilities!.Keys.Order(), probabilities.Select(p => p.Key).Order());
+        foreach (var (label, p) in expected.Probabilities!)
+            Assert.True(Math.Abs(p - probabilities[label]!.GetValue<double>()) < 1e-5, $"{at}: p({label}) {probabilities[label]} != {p}");
+    }
+}
+
+/// <summary>A server on an ephemeral loopback port over the tiny model, with a client for it.</summary>
+sealed class RunningServer : IAsyncDisposable
+{
+    RunningServer(InferenceServer server, ModelHost host, HttpClient client, GatedRunner? gate)
+    {
+        Server = server;
+        Host = host;
+        Client = client;
+        Gate = gate;
+    }
+
+    public InferenceServer Server { get; }
+    public ModelHost Host { get; }
+    public HttpClient Client { get; }
+    public GatedRunner? Gate { get; }
+
+    /// <param name="load">Adapters loaded before the start (default: all three).</param>
+    /// <param name="gated">Put a <see cref="GatedRunner"/> in front of the model.</param>
+    public static async Task<RunningServer> StartAsync(ServerOptions? options = null, string[]? load = null, bool gated = false)
+    {
+        options ??= new ServerOptions();
+        options = options with { Port = 0, Host = "127.0.0.1" };
+        var host = ModelHost.Open(ServerFiles.ModelDir, CPU);
+        foreach (var name in load ?? ServerFiles.Adapters.Select(a => a.Name).ToArray()) host.Load(ServerFiles.AdapterDir(name));
+        IBatchRunner runner = new PerAdapterBatchRunner(host, options.MaxBatch);
+        var gate = gated ? new GatedRunner(runner) : null;
+        var server = InferenceServer.Create(options, host, gate ?? runner);
+        await server.StartAsync();
+        var client = new HttpClient { BaseAddress = server.Url, Timeout = TimeSpan.FromSeconds(30) };
+        if (options.ApiKey is { } key) client.DefaultRequestHeaders.Authorization = new("Bearer", key);
+        return new RunningServer(server, host, client, gate);
+    }
+
+    public async Task<(int Status, JsonNode? Body)> SendAsync(HttpMethod method, string path, object? body = null)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (body is string raw) request.Content = new StringContent(raw, System.Text.Encoding.UTF8, "application/json");
+        else if (body is not null) request.Content = JsonContent.Create(body);
+        using var response = await Client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        return ((int)response.StatusCode, text.Length == 0 ? null : JsonNode.Parse(text));
+    }
+
+    public Task<(int Status, JsonNode? Body)> PostAsync(string path, object body) => SendAsync(HttpMethod.Post, path, body);
+
+    public async ValueTask DisposeAsync()
+    {
+        Gate?.Open();
+        Client.Dispose();
+        await Server.DisposeAsync();
+        Gate?.Dispose();
+        Host.Dispose();
+    }
+}
+
+/// <summary>A runner that holds each batch until the test opens the gate, and records batch sizes.</summary>
+sealed class GatedRunner(IBatchRunner inner) : IBatchRunner, IDisposable
+{
+    readonly ManualResetEventSlim gate = new(false);
+    readonly SemaphoreSlim entered = new(0);
+
+    public List<int> BatchSizes { get; } = [];
+
+    public float[][] Run(IReadOnlyList<BatchInput> inputs)
+    {
+        entered.Release();
+        if (!gate.Wait(TimeSpan.FromSeconds(20))) throw new TimeoutException("the test never opened the gate");
+        lock (BatchSizes) BatchSizes.Add(inputs.Count);
+        return inner.Run(inputs);
+    }
+
+    /// <summary>Waits until the worker holds a batch at the gate.</summary>
+    public async Task WaitUntilHeldAsync()
+    {
+        if (!await entered.WaitAsync(TimeSpan.FromSeconds(20))) throw new TimeoutException("the worker never reached the gate");
+    }
+
+    public void Open() => gate.Set();
+
+    public void Dispose()
+    {
+        gate.Dispose();
+        entered.Dispose();
+    }
+}
