@@ -3,6 +3,7 @@ using AdapterSharp.Server;
 
 namespace AdapterSharp.Tests.Server;
 
+[Collection(nameof(ServerCollection))]
 public class AdapterManagementTests
 {
     static readonly ServerOptions WithRoot = new() { AdaptersRoot = ServerFiles.Root };

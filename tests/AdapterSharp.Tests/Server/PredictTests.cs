@@ -3,6 +3,7 @@ using AdapterSharp.Server;
 
 namespace AdapterSharp.Tests.Server;
 
+[Collection(nameof(ServerCollection))]
 public class PredictTests
 {
     [Fact]

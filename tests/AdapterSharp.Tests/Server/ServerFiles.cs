@@ -12,6 +12,13 @@ using static TorchSharp.torch;
 namespace AdapterSharp.Tests.Server;
 
 /// <summary>
+/// Server tests run alone: every server start builds modules, and module construction draws from TorchSharp's
+/// global random generator, which tests that seed it and build two models in a row (FlatAdamWTests) rely on.
+/// </summary>
+[CollectionDefinition(nameof(ServerCollection), DisableParallelization = true)]
+public sealed class ServerCollection;
+
+/// <summary>
 /// Files every server test shares, made once: the tiny model, and an adapters root holding three adapters
 /// saved on it — "sent" (houlsby, neg/pos), "topic" (pfeiffer, three labels) and "score" (regression) — plus
 /// a folder outside the root with a valid adapter in it.

@@ -7,6 +7,7 @@ using AdapterSharp.Tests.Cli;
 namespace AdapterSharp.Tests.Server;
 
 /// <summary>Authentication, binding rules, metrics and shutdown.</summary>
+[Collection(nameof(ServerCollection))]
 public class ServiceTests
 {
     [Fact]
