@@ -1,5 +1,6 @@
 using AdapterSharp.Data;
 using AdapterSharp.Training;
+using static TorchSharp.torch;
 
 namespace AdapterSharp.Server;
 
@@ -31,6 +32,51 @@ public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatch
             host.Model.Active = group.Key;
             var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
             for (int k = 0; k < rows.Length; k++) outputs[rows[k]] = groupOutputs[k];
+        }
+        return outputs;
+    }
+}
+
+/// <summary>
+/// Runs a batch whatever its adapters in one encoder pass per chunk of <c>maxBatch</c> rows: each row is routed
+/// through its own adapter (<see cref="Adapters.AdapterModel.LogitsPerRow"/>), so requests for many adapters
+/// share the GPU instead of queuing one forward per adapter.
+/// </summary>
+public sealed class MixedBatchRunner(ModelHost host, int maxBatch) : IBatchRunner
+{
+    public float[][] Run(IReadOnlyList<BatchInput> inputs)
+    {
+        var outputs = new float[inputs.Count][];
+        for (int start = 0; start < inputs.Count; start += maxBatch)
+        {
+            var chunk = Enumerable.Range(start, Math.Min(maxBatch, inputs.Count - start)).ToArray();
+            // Each row is truncated to the max length its own adapter was trained with.
+            var encodings = chunk.Select(i => host.Tokenizer.Encode(inputs[i].Text, inputs[i].TextPair,
+                host.Adapters[inputs[i].Adapter].MaxLength)).ToArray();
+            int time = encodings.Max(e => e.InputIds.Length);
+            bool padded = encodings.Any(e => e.InputIds.Length != time);
+            var ids = new long[chunk.Length * time];
+            var mask = new long[chunk.Length * time];
+            var types = new long[chunk.Length * time];
+            for (int b = 0; b < chunk.Length; b++)
+                for (int t = 0; t < encodings[b].InputIds.Length; t++)
+                {
+                    ids[b * time + t] = encodings[b].InputIds[t];
+                    mask[b * time + t] = 1;
+                    types[b * time + t] = encodings[b].TokenTypeIds[t];
+                }
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            long[] shape = [chunk.Length, time];
+            var result = host.Model.LogitsPerRow(tensor(ids).view(shape).to(host.Device),
+                padded ? tensor(mask).view(shape).to(host.Device) : null,
+                tensor(types).view(shape).to(host.Device),
+                chunk.Select(i => (string?)inputs[i].Adapter).ToArray());
+            var logits = result.Logits.to_type(ScalarType.Float32).cpu();
+            var values = logits.data<float>().ToArray();
+            int width = (int)logits.shape[1];
+            for (int b = 0; b < chunk.Length; b++)
+                outputs[chunk[b]] = values.AsSpan(b * width, result.Outputs[b]).ToArray();
         }
         return outputs;
     }

@@ -129,7 +129,7 @@ sealed class RunningServer : IAsyncDisposable
         options = options with { Port = 0, Host = "127.0.0.1" };
         var host = ModelHost.Open(ServerFiles.ModelDir, CPU);
         foreach (var name in load ?? ServerFiles.Adapters.Select(a => a.Name).ToArray()) host.Load(ServerFiles.AdapterDir(name));
-        IBatchRunner runner = new PerAdapterBatchRunner(host, options.MaxBatch);
+        IBatchRunner runner = new MixedBatchRunner(host, options.MaxBatch);
         var gate = gated ? new GatedRunner(runner) : null;
         var server = InferenceServer.Create(options, host, gate ?? runner);
         await server.StartAsync();
