@@ -43,10 +43,7 @@ sealed class LoadedAdapter : IDisposable
         var model = AdapterModel.FromPretrained(encoder);
         AdapterFiles.Load(adapterDir, model, BaseModelIdentity.Of(encoder));
         model.Active = manifest.Name;
-        model.FreezeAll();
-        model.to(device);
-        model.Bert.UseMatmulType(Devices.MatmulType(precision, device));
-        model.eval();
+        model.PrepareForInference(device, Devices.MatmulType(precision, device));
         return new LoadedAdapter(encoder, model, manifest, device);
     }
 

@@ -51,26 +51,15 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch) : IBatchRunne
         {
             var chunk = Enumerable.Range(start, Math.Min(maxBatch, inputs.Count - start)).ToArray();
             // Each row is truncated to the max length its own adapter was trained with.
-            var encodings = chunk.Select(i => host.Tokenizer.Encode(inputs[i].Text, inputs[i].TextPair,
-                host.Adapters[inputs[i].Adapter].MaxLength)).ToArray();
-            int time = encodings.Max(e => e.InputIds.Length);
-            bool padded = encodings.Any(e => e.InputIds.Length != time);
-            var ids = new long[chunk.Length * time];
-            var mask = new long[chunk.Length * time];
-            var types = new long[chunk.Length * time];
-            for (int b = 0; b < chunk.Length; b++)
-                for (int t = 0; t < encodings[b].InputIds.Length; t++)
-                {
-                    ids[b * time + t] = encodings[b].InputIds[t];
-                    mask[b * time + t] = 1;
-                    types[b * time + t] = encodings[b].TokenTypeIds[t];
-                }
+            var data = EncodedDataset.Unlabelled(chunk.Select(i => host.Tokenizer.Encode(inputs[i].Text, inputs[i].TextPair,
+                host.Adapters[inputs[i].Adapter].MaxLength)).ToArray());
+            var rows = Enumerable.Range(0, chunk.Length).ToArray();
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            long[] shape = [chunk.Length, time];
-            var result = host.Model.LogitsPerRow(tensor(ids).view(shape).to(host.Device),
-                padded ? tensor(mask).view(shape).to(host.Device) : null,
-                tensor(types).view(shape).to(host.Device),
+            var (ids, mask, types) = data.Collate(rows);
+            var result = host.Model.LogitsPerRow(ids.to(host.Device),
+                data.HasPadding(rows) ? mask.to(host.Device) : null,
+                types.to(host.Device),
                 chunk.Select(i => (string?)inputs[i].Adapter).ToArray());
             var logits = result.Logits.to_type(ScalarType.Float32).cpu();
             var values = logits.data<float>().ToArray();

@@ -1,3 +1,4 @@
+using AdapterSharp.Heads;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;

@@ -5,29 +5,6 @@ using Microsoft.AspNetCore.Http;
 
 namespace AdapterSharp.Server;
 
-/// <summary>One input's answer: the label and its probabilities, or the score.</summary>
-public sealed record Prediction
-{
-    /// <summary>Set when a request mixes adapters.</summary>
-    public string? Adapter { get; init; }
-    public string? Label { get; init; }
-    public IReadOnlyDictionary<string, double>? Probabilities { get; init; }
-    public float? Score { get; init; }
-
-    public static Prediction From(HeadConfig head, float[] outputs)
-    {
-        if (head.IsRegression) return new Prediction { Score = outputs[0] };
-        int best = Array.IndexOf(outputs, outputs.Max());
-        var exp = outputs.Select(o => Math.Exp(o - outputs[best])).ToArray(); // softmax, shifted for range
-        double sum = exp.Sum();
-        return new Prediction
-        {
-            Label = head.Labels[best],
-            Probabilities = head.Labels.Select((label, k) => (label, k)).ToDictionary(p => p.label, p => Math.Round(exp[p.k] / sum, 6)),
-        };
-    }
-}
-
 /// <summary>
 /// The single thread that owns the model (TorchSharp modules are not safe for concurrent forwards). Prediction
 /// requests and adapter loads/unloads share one bounded queue, in arrival order: the worker takes a request,

@@ -61,13 +61,7 @@ public sealed class ModelHost : IDisposable
         return host;
     }
 
-    void Prepare()
-    {
-        Model.FreezeAll();
-        Model.to(Device); // a no-op for tensors already there: only a new adapter moves
-        Model.Bert.UseMatmulType(matmulType);
-        Model.eval();
-    }
+    void Prepare() => Model.PrepareForInference(Device, matmulType);
 
     /// <summary>
     /// Loads the adapter folder <paramref name="dir"/> under <paramref name="name"/> (default: its saved name).

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using AdapterSharp.Data;
+using AdapterSharp.Heads;
 using AdapterSharp.Training;
 
 namespace AdapterSharp.Cli.Commands;
@@ -38,18 +39,20 @@ static class PredictCommand
             {
                 var row = new Dictionary<string, object> { ["text"] = inputs[i].Text };
                 if (inputs[i].Pair is { } pair) row["text_pair"] = pair;
-                if (head.IsRegression)
+                Prediction prediction;
+                try
                 {
-                    row["score"] = outputs[i][0];
+                    prediction = Prediction.From(head, outputs[i]);
                 }
+                catch (InvalidDataException e)
+                {
+                    throw new InvalidDataException($"input {i + 1}: {e.Message}");
+                }
+                if (prediction.Score is { } score) row["score"] = score;
                 else
                 {
-                    var probabilities = Softmax(outputs[i]);
-                    if (probabilities.Any(double.IsNaN))
-                        throw new InvalidDataException($"input {i + 1}: the model produced NaN (a broken adapter or base?)");
-                    int best = Array.IndexOf(probabilities, probabilities.Max());
-                    row["label"] = head.Labels[best];
-                    row["probabilities"] = head.Labels.Select((l, k) => (l, k)).ToDictionary(p => p.l, p => Math.Round(probabilities[p.k], 6));
+                    row["label"] = prediction.Label!;
+                    row["probabilities"] = prediction.Probabilities!;
                 }
                 Console.WriteLine(JsonSerializer.Serialize(row));
             }
@@ -94,13 +97,5 @@ static class PredictCommand
         }
         if (result.Count == 0) throw new UsageException($"{source}: no texts to predict");
         return result;
-    }
-
-    static double[] Softmax(float[] logits)
-    {
-        double max = logits.Max();
-        var exp = logits.Select(l => Math.Exp(l - max)).ToArray();
-        double sum = exp.Sum();
-        return exp.Select(e => e / sum).ToArray();
     }
 }

@@ -136,6 +136,18 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         return trained;
     }
 
+    /// <summary>
+    /// Ready for inference: everything frozen, on <paramref name="device"/>, products in <paramref name="matmulType"/>
+    /// (frozen base projections cast once), dropout off. Idempotent, so it can follow each adapter load.
+    /// </summary>
+    public void PrepareForInference(Device device, ScalarType matmulType)
+    {
+        FreezeAll();
+        this.to(device); // a no-op for tensors already there: only new adapters move
+        bert.UseMatmulType(matmulType);
+        eval();
+    }
+
     /// <summary>Freezes every parameter (serving).</summary>
     public void FreezeAll()
     {

@@ -59,9 +59,7 @@ public static class TrainingBenchmark
         if (training)
         {
             model.train();
-            optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, !p.Name.EndsWith(".bias", StringComparison.Ordinal)
-                                                                      && !p.Name.Contains("LayerNorm", StringComparison.Ordinal))).ToList(),
-                weightDecay: 0.01);
+            optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, !Trainer.NoDecay(p.Name))).ToList(), weightDecay: 0.01);
         }
         else
         {

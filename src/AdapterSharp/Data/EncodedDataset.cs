@@ -80,12 +80,13 @@ public sealed class EncodedDataset
     }
 
     /// <summary>Inputs without labels (prediction).</summary>
-    public static EncodedDataset Unlabelled(IEnumerable<(string Text, string? Pair)> inputs, BertTokenizer tokenizer, int maxLength)
-    {
-        var encodings = inputs.Select(i => tokenizer.Encode(i.Text, i.Pair, maxLength)).ToArray();
-        return new EncodedDataset(encodings.Select(e => e.InputIds).ToArray(), encodings.Select(e => e.TokenTypeIds).ToArray(),
-            new long[encodings.Length], new float[encodings.Length]);
-    }
+    public static EncodedDataset Unlabelled(IEnumerable<(string Text, string? Pair)> inputs, BertTokenizer tokenizer, int maxLength) =>
+        Unlabelled(inputs.Select(i => tokenizer.Encode(i.Text, i.Pair, maxLength)).ToArray());
+
+    /// <summary>Inputs without labels, already tokenized (each may have been truncated to its own length).</summary>
+    public static EncodedDataset Unlabelled(IReadOnlyList<BertEncoding> encodings) =>
+        new(encodings.Select(e => e.InputIds).ToArray(), encodings.Select(e => e.TokenTypeIds).ToArray(),
+            new long[encodings.Count], new float[encodings.Count]);
 
     /// <summary>
     /// Training order: shuffled, then sorted by length within pools of 50 batches and cut into batches whose

@@ -250,7 +250,8 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
     static TimeSpan Remaining(long step, long total, TimeSpan elapsed) =>
         step == 0 ? TimeSpan.Zero : elapsed / step * Math.Max(0, total - step);
 
-    static bool NoDecay(string name) =>
+    /// <summary>Biases and LayerNorm parameters get no weight decay.</summary>
+    public static bool NoDecay(string name) =>
         name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("LayerNorm", StringComparison.Ordinal);
 
     /// <summary>Scores <paramref name="data"/> with the active adapter: each metric by name.</summary>
