@@ -32,6 +32,23 @@ static class CommonOptions
         DefaultValueFactory = _ => "auto",
     };
 
+    public static Option<string> CudaGraphs() => new("--cuda-graphs")
+    {
+        Description = "Replay training steps as captured CUDA graphs: auto (on CUDA, where the libtorch allows it), on, off.",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    /// <summary>Whether to use CUDA graphs on <paramref name="device"/> for an <c>--cuda-graphs</c> value.</summary>
+    public static bool ResolveCudaGraphs(string value, TorchSharp.torch.Device device) => value switch
+    {
+        "off" => false,
+        "auto" => device.type == TorchSharp.DeviceType.CUDA && Native.CudaGraphs.Available,
+        "on" when device.type != TorchSharp.DeviceType.CUDA => throw new UsageException("--cuda-graphs on needs --device cuda"),
+        "on" when !Native.CudaGraphs.Available => throw new UsageException($"--cuda-graphs on: {Native.CudaGraphs.Problem}"),
+        "on" => true,
+        _ => throw new UsageException($"--cuda-graphs must be auto, on or off, not '{value}'"),
+    };
+
     public static Option<string?> Vocab() => new("--vocab")
     {
         Description = "vocab.txt or tokenizer.json (for an .onnx model, or to override a directory's).",

@@ -68,7 +68,7 @@ static class BenchCommand
         var device = CommonOptions.Device();
         device.DefaultValueFactory = _ => "auto";
         var shape = new Option<string>("--shape") { DefaultValueFactory = _ => "bert-base", Description = "bert-base, bert-large or minilm-l6." };
-        var mode = new Option<string>("--mode") { DefaultValueFactory = _ => "adapter", Description = "adapter (houlsby) or full." };
+        var mode = new Option<string>("--mode") { DefaultValueFactory = _ => "adapter", Description = "adapter (houlsby) or full, as the reference; or any method (layernorm, head, pfeiffer, …) for ablations." };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
         var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 30 };
@@ -76,15 +76,17 @@ static class BenchCommand
         var size = new Option<int>("--adapter-size") { DefaultValueFactory = _ => 64 };
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16", Description = "bf16 or fp32 matrix products." };
         var suite = new Option<bool>("--suite") { Description = "Run the reference's workloads (bert-base b64/b256 × s128 adapter and full, minilm-l6 b128 × s64)." };
-        var command = new Command(name, description) { device, shape, mode, batch, seq, steps, warmup, size, dtype, suite };
+        var graphs = CommonOptions.CudaGraphs();
+        var command = new Command(name, description) { device, shape, mode, batch, seq, steps, warmup, size, dtype, suite, graphs };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             if (parse.GetValue(dtype) is not ("bf16" or "fp32")) throw new UsageException("--dtype must be bf16 or fp32");
             var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, target);
             var workloads = parse.GetValue(suite)
-                ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)! })
+                ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)!, Graphs = useGraphs })
                 : [new Workload(parse.GetValue(shape)!, parse.GetValue(mode)!, parse.GetValue(batch), parse.GetValue(seq),
-                    parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(size), parse.GetValue(dtype)!)];
+                    parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(size), parse.GetValue(dtype)!, useGraphs)];
             foreach (var workload in workloads)
             {
                 var record = run(workload, target);

@@ -41,16 +41,21 @@ static class TrainCommand
         var patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without improvement." };
         var randomBatches = new Option<bool>("--random-batches") { Description = "Plain random batches instead of length-bucketed ones." };
         var output = new Option<string?>("--output", "-o") { Description = "Run folder (default runs/<name>-<time>)." };
+        var graphs = CommonOptions.CudaGraphs();
 
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
         {
             model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             var config = method.Build(parse);
+            var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, torchDevice);
+            if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
+                throw new UsageException("--cuda-graphs on: steps with --grad-accum above 1 run eagerly; use --cuda-graphs auto or off");
             var taskName = parse.GetValue(task) ?? (parse.GetValue(trainFile) is null ? "sst2" : null);
             var request = new TrainRequest
             {
@@ -86,11 +91,11 @@ static class TrainCommand
                     EvalEverySteps = parse.GetValue(evalSteps),
                     EarlyStoppingPatience = parse.GetValue(patience),
                     BucketByLength = !parse.GetValue(randomBatches),
+                    CudaGraphs = useGraphs,
                 },
                 Output = parse.GetValue(output)
                          ?? Path.Combine("runs", $"{parse.GetValue(name) ?? taskName ?? "custom"}-{config.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"),
             };
-            var torchDevice = Devices.Resolve(request.Device, Run.StderrLog);
             var summary = ProgressView.Run(observe => TrainingJob.Run(request, Run.StderrLog, observe, torchDevice));
             Report(summary);
             return 0;

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using AdapterSharp.Adapters;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
+using AdapterSharp.Native;
 using AdapterSharp.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -16,8 +17,9 @@ namespace AdapterSharp.Benchmarks;
 /// given shape, Houlsby-64 adapters (or full fine-tuning), a 2-way head on [CLS], synthetic batches of
 /// <see cref="Batch"/> × <see cref="Seq"/> tokens with no padding.
 /// </summary>
+/// <param name="Graphs">Replay each step as a captured CUDA graph (on CUDA, where available), as the trainer does.</param>
 public sealed record Workload(string Shape, string Mode, int Batch, int Seq, int Steps = 30, int Warmup = 10, int AdapterSize = 64,
-    string Dtype = "bf16");
+    string Dtype = "bf16", bool Graphs = true);
 
 /// <summary>Times training steps and forward passes of <see cref="Workload"/>s; one JSON-ready record each.</summary>
 public static class TrainingBenchmark
@@ -27,6 +29,8 @@ public static class TrainingBenchmark
         ["bert-base"] = new() { HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072 },
         ["bert-large"] = new() { HiddenSize = 1024, NumHiddenLayers = 24, NumAttentionHeads = 16, IntermediateSize = 4096 },
         ["minilm-l6"] = new() { HiddenSize = 384, NumHiddenLayers = 6, NumAttentionHeads = 12, IntermediateSize = 1536 },
+        // bert-base's op count at a negligible size: what the host spends per step (dispatch, autograd, scopes).
+        ["bert-base-ops"] = new() { HiddenSize = 64, NumHiddenLayers = 12, NumAttentionHeads = 4, IntermediateSize = 256 },
     };
 
     /// <summary>H100 SXM dense bf16 peak (datasheet), for MFU.</summary>
@@ -40,9 +44,11 @@ public static class TrainingBenchmark
     {
         if (!Shapes.TryGetValue(w.Shape, out var config))
             throw new ArgumentException($"--shape: unknown shape '{w.Shape}' (expected {string.Join(", ", Shapes.Keys)})");
-        if (w.Mode is not ("adapter" or "full")) throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or full");
+        var method = MethodOf(w); // validates the mode
+        bool graphs = w.Graphs && device.type == DeviceType.CUDA && CudaGraphs.Available;
+        using var sideStream = graphs ? CudaGraphs.UseSideStream(device) : null;
         manual_seed(0);
-        using var model = Build(config, w);
+        using var model = Build(config, method);
         model.to(device); // replaces (and frees) the parameter objects: take them only after the move
         var trained = model.TrainOnly("bench");
         bool bf16 = w.Dtype == "bf16";
@@ -65,10 +71,11 @@ public static class TrainingBenchmark
         {
             model.eval();
         }
-        double lr = w.Mode == "adapter" ? 1e-3 : 2e-5;
+        double lr = method.ModifiesBase ? 2e-5 : 1e-3;
         float lastLoss = float.NaN;
 
-        void Step()
+        // The work of one step, all on the device: what a CUDA graph captures.
+        void Work()
         {
             using var scope = NewDisposeScope();
             if (training)
@@ -77,7 +84,7 @@ public static class TrainingBenchmark
                 // No padding in these batches: no mask, as HF's SDPA path drops an all-ones mask too.
                 var loss = F.cross_entropy(model.Logits(ids, null, types).to_type(ScalarType.Float32), labels);
                 loss.backward();
-                optimizer.Step(lr);
+                optimizer.Apply();
             }
             else
             {
@@ -86,10 +93,37 @@ public static class TrainingBenchmark
             }
         }
 
-        for (int i = 0; i < w.Warmup; i++) Step();
+        using var graph = graphs ? new CudaGraphs.Graph() : null;
+        void Step()
+        {
+            optimizer?.Prepare(lr);
+            if (graph is null) Work();
+            else graph.Replay();
+        }
+
+        // Eager warm-up (kernel selection, cuBLAS workspaces, autograd state), then the capture.
+        for (int i = 0; i < w.Warmup; i++)
+        {
+            optimizer?.Prepare(lr);
+            Work();
+        }
+        if (graph is not null)
+        {
+            Synchronize(device);
+            graph.Capture(CudaGraphs.NewPool(), Work);
+            for (int i = 0; i < 3; i++) Step();
+            Synchronize(device);
+            CudaGraphs.ReleaseCachedMemory(); // what the eager warm-up cached: the graph has its own pool
+        }
         Synchronize(device);
         var clock = Stopwatch.StartNew();
-        for (int i = 0; i < w.Steps; i++) Step();
+        var host = TimeSpan.Zero; // time the host spends issuing the steps: near step_ms means host-bound
+        for (int i = 0; i < w.Steps; i++)
+        {
+            var issued = Stopwatch.GetTimestamp();
+            Step();
+            host += Stopwatch.GetElapsedTime(issued);
+        }
         Synchronize(device);
         double seconds = clock.Elapsed.TotalSeconds / w.Steps;
         if (training)
@@ -111,6 +145,8 @@ public static class TrainingBenchmark
             ["tokens_per_s"] = Math.Round(w.Batch * w.Seq / seconds),
             ["tflops"] = Math.Round(flops / seconds / 1e12, 1),
             ["mfu"] = Math.Round(flops / seconds / PeakBf16Flops, 4),
+            ["host_ms"] = Math.Round(host.TotalMilliseconds / w.Steps, 3),
+            ["cuda_graphs"] = graphs,
         };
         if (training) record["loss"] = Math.Round(lastLoss, 4);
         if (device.type == DeviceType.CUDA && DeviceMemory.UsedBytes() is { } used)
@@ -118,15 +154,24 @@ public static class TrainingBenchmark
         return record;
     }
 
-    static AdapterModel Build(BertConfig shape, Workload w)
+    /// <summary>The reference's two modes, adapter (houlsby) and full, or any method preset by name (for ablations).</summary>
+    static AdapterConfig MethodOf(Workload w)
+    {
+        var method = w.Mode switch
+        {
+            "adapter" => Methods.Houlsby,
+            _ when Methods.All.Any(m => m.Method == w.Mode) => Methods.Get(w.Mode),
+            _ => throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or one of {Methods.Names}"),
+        };
+        return method.AdapterSize is null ? method : method with { AdapterSize = w.AdapterSize };
+    }
+
+    static AdapterModel Build(BertConfig shape, AdapterConfig method)
     {
         var config = shape with { VocabSize = 30522, MaxPositionEmbeddings = 512 };
         var bert = new BertModel(config, addPooler: false);
         InitializeLikeHf(bert);
         var model = new AdapterModel(bert);
-        var method = w.Mode == "adapter"
-            ? Methods.Houlsby with { AdapterSize = w.AdapterSize }
-            : Methods.Full;
         model.AddAdapter("bench", method, HeadConfig.Classification(["0", "1"]));
         return model;
     }

@@ -17,14 +17,22 @@ public sealed class DeviceBatches : IDisposable
     readonly Tensor labels;   // (N) int64
     readonly Tensor scores;   // (N) float32
     readonly Tensor positions; // (Lmax)
+    readonly int lengthMultiple;
     Tensor? order;
     List<int[]> batches = [];
     long[] offsets = [];
 
-    public DeviceBatches(EncodedDataset data, Device device, int padId = 0)
+    /// <param name="data">The examples.</param>
+    /// <param name="device">Where to hold them.</param>
+    /// <param name="padId">The padding token id.</param>
+    /// <param name="lengthMultiple">Pad each batch to a multiple of this many tokens, and always return a mask:
+    /// few distinct shapes, for steps replayed as CUDA graphs (one graph per shape). 1: pad to the longest row.</param>
+    public DeviceBatches(EncodedDataset data, Device device, int padId = 0, int lengthMultiple = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(lengthMultiple, 1);
         this.data = data;
-        int n = data.Count, width = n == 0 ? 1 : Math.Max(1, data.Ids.Max(i => i.Length));
+        this.lengthMultiple = lengthMultiple;
+        int n = data.Count, width = RoundUp(n == 0 ? 1 : Math.Max(1, data.Ids.Max(i => i.Length)));
         var idValues = new long[n * width];
         var typeValues = new long[n * width];
         Array.Fill(idValues, padId);
@@ -73,14 +81,16 @@ public sealed class DeviceBatches : IDisposable
     {
         var rows = batches[batch];
         var index = order!.narrow(0, offsets[batch], rows.Length);
-        int time = rows.Max(r => data.Ids[r].Length);
+        int time = RoundUp(rows.Max(r => data.Ids[r].Length));
         var batchIds = ids.index_select(0, index).narrow(1, 0, time);
         var batchTypes = types.index_select(0, index).narrow(1, 0, time);
-        Tensor? mask = data.HasPadding(rows)
+        Tensor? mask = lengthMultiple > 1 || data.HasPadding(rows)
             ? positions.narrow(0, 0, time).unsqueeze(0) < lengths.index_select(0, index).unsqueeze(1) // (B, T)
             : null;
         return (batchIds, mask, batchTypes, labels.index_select(0, index), scores.index_select(0, index));
     }
+
+    int RoundUp(int length) => (length + lengthMultiple - 1) / lengthMultiple * lengthMultiple;
 
     public void Dispose()
     {

@@ -82,9 +82,12 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         // next to the product), which keeps HF's separate query/key/value keys and lets them train.
         var weight = cat([query.weight!, key.weight!, value.weight!]);
         var bias = cat([query.bias!, key.bias!, value.bias!]);
+        // unbind, not qkv[0], qkv[1], qkv[2]: the backward of three selects writes three zero-filled copies of
+        // the whole (B, T, 3H) gradient and sums them; unbind's backward is one stack.
         var qkv = context.Project(hidden, weight, bias)
             .view(batch, time, 3, heads, headSize)
-            .permute(2, 0, 3, 1, 4); // (3, B, nh, T, hs)
+            .permute(2, 0, 3, 1, 4) // (3, B, nh, T, hs)
+            .unbind(0);
         var attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask: mask,
             p: training ? dropoutProb : 0.0); // (B, nh, T, hs)
         return attended.transpose(1, 2).reshape(batch, time, heads * headSize); // (B, T, H)
@@ -199,8 +202,10 @@ public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
 
     public override Tensor forward(Tensor hidden, Tensor mask)
     {
+        // Intermediates that autograd does not keep are freed at the end of each layer, not of the whole pass.
+        using var scope = NewDisposeScope();
         var attended = attention.call(hidden, mask);
-        return output.call(intermediate.call(attended), attended);
+        return output.call(intermediate.call(attended), attended).MoveToOuterDisposeScope();
     }
 }
 

@@ -9,6 +9,8 @@ namespace AdapterSharp.Training;
 /// and its gradient at a slice of a second one, so that clipping and the update are a handful of kernels
 /// whatever the number of tensors (an adapter set has hundreds of small ones; a per-tensor optimizer would
 /// launch thousands of kernels per step). The gradient norm stays on the device: no host synchronisation.
+/// The step's scalars (learning rate, bias corrections) live in a small device tensor that <see cref="Prepare"/>
+/// refills, so <see cref="Apply"/> can be captured once in a CUDA graph and replayed every step.
 /// </summary>
 public sealed class FlatAdamW : IDisposable
 {
@@ -16,7 +18,8 @@ public sealed class FlatAdamW : IDisposable
     readonly Tensor gradients;
     readonly Tensor exp_avg;
     readonly Tensor exp_avg_sq;
-    readonly Tensor decayMask;
+    readonly long decayed; // the parameters with weight decay come first in the buffers: values[..decayed]
+    readonly Tensor scalars; // (3): 1 − lr·decay, −lr / (1 − β1^t), 1 / √(1 − β2^t)
     readonly double beta1, beta2, eps, weightDecay;
     long steps;
 
@@ -31,7 +34,6 @@ public sealed class FlatAdamW : IDisposable
         gradients = zeros(total, ScalarType.Float32, device);
         exp_avg = zeros(total, ScalarType.Float32, device);
         exp_avg_sq = zeros(total, ScalarType.Float32, device);
-        var mask = new float[total];
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
@@ -39,7 +41,8 @@ public sealed class FlatAdamW : IDisposable
 
         using var noGrad = no_grad();
         long offset = 0;
-        foreach (var (parameter, decay) in parameters)
+        // Decayed parameters first, so that decay is one product over a prefix of the buffer (no mask to read).
+        foreach (var (parameter, decay) in parameters.Where(p => p.Decay).Concat(parameters.Where(p => !p.Decay)))
         {
             if (parameter.dtype != ScalarType.Float32)
                 throw new ArgumentException($"trainable parameters must be float32, got {parameter.dtype}", nameof(parameters));
@@ -54,10 +57,10 @@ public sealed class FlatAdamW : IDisposable
                 // Autograd accumulates into an existing .grad in place, so gradients land in the flat buffer.
                 parameter.grad = gradients.narrow(0, offset, n).view(shape);
             }
-            if (decay) Array.Fill(mask, 1f, (int)offset, (int)n);
+            if (decay) decayed += n;
             offset += n;
         }
-        decayMask = tensor(mask).to(device);
+        scalars = zeros(3, ScalarType.Float32, device);
     }
 
     /// <summary>Zeroes the flat gradient buffer (one kernel; the parameters' .grad stay views of it).</summary>
@@ -76,19 +79,37 @@ public sealed class FlatAdamW : IDisposable
         gradients.mul_(clamp_max(maxNorm / (norm + 1e-6), 1.0));
     }
 
+    /// <summary>One AdamW step at <paramref name="learningRate"/>: <see cref="Prepare"/>, then <see cref="Apply"/>.</summary>
     public void Step(double learningRate)
+    {
+        Prepare(learningRate);
+        Apply();
+    }
+
+    /// <summary>Counts a step and writes its scalars to the device (three fills, no synchronisation).</summary>
+    public void Prepare(double learningRate)
     {
         steps++;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        // Decoupled weight decay, only where the mask is 1 (not biases and LayerNorms).
-        if (weightDecay > 0) values.addcmul_(values, decayMask, value: -learningRate * weightDecay);
-        exp_avg.mul_(beta1).add_(gradients, alpha: 1 - beta1);
-        exp_avg_sq.mul_(beta2).addcmul_(gradients, gradients, value: 1 - beta2);
         double correction1 = 1 - Math.Pow(beta1, steps);
         double correction2 = 1 - Math.Pow(beta2, steps);
-        var denominator = (exp_avg_sq.sqrt() / Math.Sqrt(correction2)).add_(eps);
-        values.addcdiv_(exp_avg, denominator, value: -learningRate / correction1);
+        scalars.narrow(0, 0, 1).fill_(1 - learningRate * weightDecay);
+        scalars.narrow(0, 1, 1).fill_(-learningRate / correction1);
+        scalars.narrow(0, 2, 1).fill_(1 / Math.Sqrt(correction2));
+    }
+
+    /// <summary>The update with the scalars of the last <see cref="Prepare"/>; only device work, so it can be captured.</summary>
+    public void Apply()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        // Decoupled weight decay, on the decayed prefix only (not biases and LayerNorms).
+        if (weightDecay > 0 && decayed > 0) values.narrow(0, 0, decayed).mul_(scalars.narrow(0, 0, 1));
+        exp_avg.lerp_(gradients, 1 - beta1); // β1·m + (1 − β1)·g in one pass
+        exp_avg_sq.mul_(beta2).addcmul_(gradients, gradients, value: 1 - beta2);
+        var denominator = exp_avg_sq.sqrt().mul_(scalars.narrow(0, 2, 1)).add_(eps);
+        values.addcmul_(exp_avg / denominator, scalars.narrow(0, 1, 1), value: 1);
     }
 
     public void Dispose()
@@ -97,6 +118,6 @@ public sealed class FlatAdamW : IDisposable
         gradients.Dispose();
         exp_avg.Dispose();
         exp_avg_sq.Dispose();
-        decayMask.Dispose();
+        scalars.Dispose();
     }
 }

@@ -43,6 +43,14 @@ public sealed record TrainOptions
     /// </summary>
     public bool BucketByLength { get; init; } = true;
 
+    /// <summary>
+    /// On CUDA, capture each batch shape's step (forward, backward, clipping, AdamW) once as a CUDA graph and
+    /// replay it (see <see cref="Native.CudaGraphs"/>): the host's per-operation cost leaves the loop. Batches are
+    /// then padded to multiples of 16 tokens so that few shapes occur. Used only with gradient accumulation 1,
+    /// after a few eager steps; ignored on CPU.
+    /// </summary>
+    public bool CudaGraphs { get; init; } = true;
+
     public void Validate()
     {
         void Require(bool ok, string problem)
@@ -152,38 +160,65 @@ public sealed class Trainer(AdapterModel model, string adapterName, TrainOptions
 
         bool OutOfTime() => options.TimeBudget is { } budget && step > 0 && clock.Elapsed + EvalReserve(clock.Elapsed / step) >= budget;
 
+        bool graphs = options.CudaGraphs && options.GradientAccumulation == 1 && device.type == DeviceType.CUDA && Native.CudaGraphs.Available;
+        using var sideStream = graphs ? Native.CudaGraphs.UseSideStream(device) : null;
+        using var stepGraphs = graphs ? new StepGraphs() : null;
+
+        // One micro-batch's forward and backward; its loss joins the running sum on the device.
+        void Accumulate(Tensor ids, Tensor? mask, Tensor types, Tensor labels, Tensor scores, int groupSize)
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Logits(ids, mask, types).to_type(ScalarType.Float32);
+            var loss = head.IsRegression ? F.mse_loss(logits[.., 0], scores) : F.cross_entropy(logits, labels);
+            // Average over the micro-batches of this optimizer step (the last group of an epoch may be short).
+            (groupSize > 1 ? loss / groupSize : loss).backward();
+            runningLoss.add_(loss.detach());
+        }
+
+        // Clipping, the update with the scalars of the last Prepare, and fresh gradients: device work only.
+        void Update()
+        {
+            if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
+            optimizer.Apply();
+            optimizer.ZeroGrad();
+        }
+
         model.train();
         long lastEvalStep = -1;
-        using var onDevice = new DeviceBatches(train, device);
+        using var onDevice = new DeviceBatches(train, device, lengthMultiple: graphs ? StepGraphs.LengthMultiple : 1);
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             var batches = train.ShuffledBatches(options.BatchSize, random, options.BucketByLength);
             onDevice.Plan(batches);
             for (int b = 0; b < batches.Count; b++)
             {
+                double lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
                 using (var scope = NewDisposeScope())
                 {
-                    var rows = batches[b];
                     var (ids, mask, types, labels, scores) = onDevice.Get(b);
-                    var logits = model.Logits(ids, mask, types).to_type(ScalarType.Float32);
-                    var loss = head.IsRegression
-                        ? F.mse_loss(logits[.., 0], scores)
-                        : F.cross_entropy(logits, labels);
-                    // Average over the micro-batches of this optimizer step (the last group of an epoch may be short).
-                    int accumulation = options.GradientAccumulation;
-                    int groupSize = Math.Min(accumulation, batches.Count - (b - b % accumulation));
-                    (groupSize > 1 ? loss / groupSize : loss).backward();
-                    runningLoss.add_(loss.detach());
                     lossTerms++;
-                    examplesSeen += rows.Length;
+                    examplesSeen += batches[b].Length;
+                    if (stepGraphs is not null && step >= StepGraphs.EagerSteps)
+                    {
+                        // The whole step, replayed: the graph for this shape reads its inputs from fixed tensors.
+                        var graph = stepGraphs.For(ids, mask!, types, labels, scores, (i, m, t, l, s) =>
+                        {
+                            Accumulate(i, m, t, l, s, 1);
+                            Update();
+                        });
+                        optimizer.Prepare(lr);
+                        graph.Replay();
+                    }
+                    else
+                    {
+                        int accumulation = options.GradientAccumulation;
+                        Accumulate(ids, mask, types, labels, scores, Math.Min(accumulation, batches.Count - (b - b % accumulation)));
+                        bool boundary = (b + 1) % accumulation == 0 || b == batches.Count - 1;
+                        if (!boundary) continue;
+                        optimizer.Prepare(lr);
+                        Update();
+                    }
                 }
-                bool boundary = (b + 1) % options.GradientAccumulation == 0 || b == batches.Count - 1;
-                if (!boundary) continue;
-
-                double lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
-                if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
-                optimizer.Step(lr);
-                optimizer.ZeroGrad();
                 step++;
 
                 if (options.TimeBudget is { } limit && step % 10 == 0)

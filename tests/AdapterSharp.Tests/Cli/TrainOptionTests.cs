@@ -50,4 +50,16 @@ public sealed class TrainOptionTests : IDisposable
         CliAssert.OneLineError(result, "'abc'", "--epochs");
         Assert.Equal("", result.Stdout);
     }
+
+    [Fact]
+    public void Cuda_graphs_on_without_cuda_is_refused()
+    {
+        CliAssert.OneLineError(Train("--device", "cpu", "--cuda-graphs", "on"), "--cuda-graphs on needs --device cuda");
+    }
+
+    [Fact]
+    public void An_unknown_cuda_graphs_value_is_quoted()
+    {
+        CliAssert.OneLineError(Train("--cuda-graphs", "maybe"), "--cuda-graphs must be auto, on or off", "'maybe'");
+    }
 }

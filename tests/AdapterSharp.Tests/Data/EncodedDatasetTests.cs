@@ -120,6 +120,34 @@ public sealed class EncodedDatasetTests : IDisposable
     }
 
     [Fact]
+    public void Device_batches_for_cuda_graphs_pad_to_a_multiple_of_the_length_and_always_carry_a_mask()
+    {
+        var encoded = EncodedDataset.Encode([Row("x", text: "a b c d"), Row("y", text: "b"), Row("x", text: "c d")], Tiny,
+            HeadConfig.Classification(["x", "y"]), maxLength: 16, skipBadRows: false, out _);
+        using var plain = new DeviceBatches(encoded, CPU);
+        using var graphed = new DeviceBatches(encoded, CPU, lengthMultiple: 8);
+        plain.Plan([[0, 2], [2]]);
+        graphed.Plan([[0, 2], [2]]);
+
+        var (ids, mask, _, labels, _) = graphed.Get(0);
+        var (plainIds, plainMask, _, _, _) = plain.Get(0);
+        var (_, noPadding, _, _, _) = plain.Get(1);
+        var (singleIds, singleMask, _, _, _) = graphed.Get(1);
+
+        Assert.Equal(new long[] { 2, 8 }, ids.shape); // 6 tokens, rounded up to 8
+        Assert.Equal(new long[] { 2, 6 }, plainIds.shape);
+        Assert.Equal(plainIds.data<long>().ToArray(), ids.narrow(1, 0, 6).data<long>().ToArray());
+        Assert.All(ids.narrow(1, 6, 2).data<long>().ToArray(), id => Assert.Equal(0L, id));
+        Assert.Equal(new[] { true, true, true, true, true, true, false, false, true, true, true, true, false, false, false, false },
+            mask!.data<bool>().ToArray());
+        Assert.Equal(plainMask!.data<bool>().ToArray(), mask.narrow(1, 0, 6).data<bool>().ToArray());
+        Assert.Equal(new long[] { 0, 0 }, labels.data<long>().ToArray());
+        Assert.Null(noPadding); // the plain batches leave the mask out when nothing is padded …
+        Assert.Equal(new long[] { 1, 8 }, singleIds.shape); // … the graphed ones never do
+        Assert.Equal(4, singleMask!.data<bool>().ToArray().Count(m => m));
+    }
+
+    [Fact]
     public void Encode_truncates_to_max_length()
     {
         var encoded = EncodedDataset.Encode([Row("x", text: "a b c d"), Row("y", text: "b")], Tiny,
