@@ -208,23 +208,22 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     /// <summary>
     /// Each row's logits from its own adapter and head, the encoder run once for the whole batch (see
-    /// <see cref="EncodePerRow"/>); each head then runs on its rows only. Heads differ in size, so the result
-    /// is padded: row i's logits are <c>Logits[i, ..Outputs[i]]</c> and the rest of the row is −∞.
+    /// <see cref="EncodePerRow"/>) and the heads as one batched product over per-row copies of their weights
+    /// (stacked once, like the adapters), so the cost does not grow with the number of adapters in the batch.
+    /// Heads differ in size, so the result is padded: row i's logits are <c>Logits[i, ..Outputs[i]]</c> and the
+    /// rest of the row is −∞.
     /// </summary>
     public RowLogits LogitsPerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
     {
         using var scope = NewDisposeScope();
         var hidden = EncodePerRow(inputIds, attentionMask, tokenTypeIds, adapterPerRow);
         var outputs = adapterPerRow.Select(n => n is null ? 0 : heads[n].Config.Outputs).ToArray();
-        var logits = full(adapterPerRow.Length, outputs.DefaultIfEmpty(0).Max(), float.NegativeInfinity, device: hidden.device); // (B, max labels)
-        var cls = hidden.narrow(1, 0, 1); // (B, 1, d): heads read only [CLS]
-        var byHead = adapterPerRow.Select((name, row) => (name, row)).Where(r => r.name is not null).GroupBy(r => r.name!);
-        foreach (var group in byHead)
-        {
-            var rows = tensor(group.Select(r => (long)r.row).ToArray(), device: hidden.device); // (b)
-            var headLogits = heads[group.Key].call(cls.index_select(0, rows)); // (b, labels)
-            logits.narrow(1, 0, headLogits.shape[1]).index_copy_(0, rows, headLogits);
-        }
+        var stacks = rowStacks!; // built by EncodePerRow
+        var index = tensor(adapterPerRow.Select(name => name is null ? 0L : stacks.Slot(name, this)).ToArray(), device: hidden.device); // (B)
+        var cls = hidden.narrow(1, 0, 1).to_type(ScalarType.Float32); // (B, 1, d): heads read only [CLS]
+        var logits = cls.baddbmm(stacks.HeadWeight.index_select(0, index), stacks.HeadBias.index_select(0, index)) // (B, 1, max outputs)
+            .squeeze(1)
+            .masked_fill(stacks.HeadUnused.index_select(0, index), float.NegativeInfinity);
         return new RowLogits(logits.MoveToOuterDisposeScope(), outputs);
     }
 
@@ -237,6 +236,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         if (rowStacks is null) return;
         foreach (var (site, _) in Sites()) site.ClearRowStack();
+        rowStacks.Dispose();
         rowStacks = null;
     }
 
@@ -252,15 +252,49 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             // Every adapter that leaves the base alone gets a slot, so one set of stacks serves every batch.
             var names = configs.Where(c => !c.Value.ModifiesBase).Select(c => c.Key).ToArray();
             foreach (var (site, layerNorm) in Sites()) site.BuildRowStack(names, layerNorm);
-            rowStacks = stacks = new RowStacks(names, device.ToString(), type);
+            var (weight, bias, unused) = StackHeads(names, device);
+            rowStacks = stacks = new RowStacks(names, device.ToString(), type, weight, bias, unused);
         }
         var index = adapterPerRow.Select(name => name is null ? 0L : stacks.Slot(name, this)).ToArray();
         return new RowSelection(tensor(index, device: device), stacks.Names);
     }
 
-    sealed record RowStacks(string[] Names, string Device, ScalarType MatmulType)
+    /// <summary>
+    /// The heads of <paramref name="names"/> in slots 1..N (slot 0: no adapter, no head), padded to the largest:
+    /// weights (N+1, d, max outputs) transposed for <c>baddbmm</c>, biases (N+1, 1, max outputs), and which
+    /// outputs a slot lacks (N+1, max outputs).
+    /// </summary>
+    (Tensor Weight, Tensor Bias, Tensor Unused) StackHeads(string[] names, Device device)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        int width = Math.Max(1, names.Select(n => heads[n].Config.Outputs).DefaultIfEmpty(1).Max());
+        var weight = zeros([names.Length + 1, Config.HiddenSize, width], ScalarType.Float32, device);
+        var bias = zeros([names.Length + 1, 1, width], ScalarType.Float32, device);
+        var unused = ones([names.Length + 1, width], ScalarType.Bool, device);
+        for (int slot = 1; slot <= names.Length; slot++)
+        {
+            var (w, b) = heads[names[slot - 1]].Classifier; // (outputs, d), (outputs)
+            int outputs = (int)w.shape[0];
+            weight[slot].narrow(1, 0, outputs).copy_(w.t());
+            bias[slot, 0].narrow(0, 0, outputs).copy_(b);
+            unused[slot].narrow(0, 0, outputs).fill_(false);
+        }
+        // Kept until the stacks are invalidated, whatever scope the first mixed batch ran in.
+        return (weight.DetachFromDisposeScope(), bias.DetachFromDisposeScope(), unused.DetachFromDisposeScope());
+    }
+
+    sealed record RowStacks(string[] Names, string Device, ScalarType MatmulType, Tensor HeadWeight, Tensor HeadBias, Tensor HeadUnused)
+        : IDisposable
     {
         readonly Dictionary<string, long> slots = Names.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i + 1L, StringComparer.Ordinal);
+
+        public void Dispose()
+        {
+            HeadWeight.Dispose();
+            HeadBias.Dispose();
+            HeadUnused.Dispose();
+        }
 
         public long Slot(string name, AdapterModel model)
         {

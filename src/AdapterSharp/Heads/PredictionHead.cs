@@ -50,5 +50,8 @@ public sealed class PredictionHead : nn.Module<Tensor, Tensor>
 
     /// <param name="lastHidden">(B, T, d).</param>
     /// <returns>(B, labels) logits, or (B, 1) scores.</returns>
+    /// <summary>The classifier's weight (outputs, d) and bias (outputs), for stacking heads of a mixed batch.</summary>
+    internal (Tensor Weight, Tensor Bias) Classifier => (classifier.weight!, classifier.bias!);
+
     public override Tensor forward(Tensor lastHidden) => classifier.call(dropout.call(lastHidden[.., 0]));
 }
