@@ -61,6 +61,7 @@ public sealed record TrainOptions
         Require(EvalEverySteps is null or >= 1, $"--eval-steps must be at least 1, got {EvalEverySteps}");
         Require(EarlyStoppingPatience is null or >= 1, $"--patience must be at least 1, got {EarlyStoppingPatience}");
         Require(TimeBudget is null || TimeBudget > TimeSpan.Zero, "--time-budget must be positive");
+        Require(Sampling.Temperature > 0, $"--sampling temperature must be positive, got {Sampling.Temperature}");
     }
 }
 
