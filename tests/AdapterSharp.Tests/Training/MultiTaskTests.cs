@@ -158,6 +158,18 @@ public class MultiTaskTests
     }
 
     [Fact]
+    public void A_time_budget_stops_the_run_after_a_final_evaluation_of_every_task()
+    {
+        using var model = Model();
+        var (sentiment, length) = Tasks(64, 48);
+        var result = new Trainer(model, Quick with { Epochs = 10_000, TimeBudget = TimeSpan.FromSeconds(3) }, CPU).TrainTasks([sentiment, length]);
+
+        Assert.StartsWith("time budget of", result.StopReason);
+        Assert.True(result.Elapsed < TimeSpan.FromSeconds(30), $"ran {result.Elapsed}");
+        Assert.All(result.Tasks, t => Assert.Equal(result.Steps, t.History[^1].Step));
+    }
+
+    [Fact]
     public void Each_saved_adapter_loads_alone_onto_the_base_with_identical_predictions()
     {
         var dir = TinyTask.CreateModelDir(seed: 13);
