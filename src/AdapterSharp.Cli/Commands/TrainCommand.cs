@@ -18,7 +18,18 @@ static class TrainCommand
         var device = CommonOptions.Device();
         var precision = CommonOptions.Precision();
         var task = new Option<string?>("--task") { Description = $"GLUE task ({GlueTasks.Names}); default sst2 unless --train is given." };
-        var data = new Option<string?>("--data") { Description = "The task's folder (default $ADAPTERSHARP_DATA/glue/<TASK>, else ../shared/datasets/glue/<TASK>)." };
+        var tasks = new Option<string?>("--tasks")
+        {
+            Description = "Multi-task: GLUE tasks, comma-separated (e.g. mrpc,stsb); one adapter and head each, trained in one run, saved to <run>/<task>/adapter.",
+        };
+        var sampling = new Option<string?>("--sampling")
+        {
+            Description = "With --tasks, how each step's task is drawn: proportional (to training-set size, the default), uniform, or temperature:T (p ∝ size^(1/T)).",
+        };
+        var data = new Option<string?>("--data")
+        {
+            Description = "The task's folder (default $ADAPTERSHARP_DATA/glue/<TASK>, else ../shared/datasets/glue/<TASK>); with --tasks, the GLUE folder holding the tasks' folders.",
+        };
         var trainFile = new Option<string?>("--train") { Description = "Training file (.tsv, .csv or .jsonl) with named columns." };
         var devFile = new Option<string?>("--dev") { Description = "Evaluation file, same format as --train." };
         var textColumn = new Option<string?>("--text-column") { Description = "Column holding the text." };
@@ -43,15 +54,17 @@ static class TrainCommand
         var output = new Option<string?>("--output", "-o") { Description = "Run folder (default runs/<name>-<time>)." };
         var graphs = CommonOptions.CudaGraphs();
 
-        var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
+        var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
-            model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
+            model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
             lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             var config = method.Build(parse);
+            var taskList = parse.GetValue(tasks) is { } list ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression]) : null;
+            if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
             var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, torchDevice);
             if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
@@ -92,15 +105,74 @@ static class TrainCommand
                     EarlyStoppingPatience = parse.GetValue(patience),
                     BucketByLength = !parse.GetValue(randomBatches),
                     CudaGraphs = useGraphs,
+                    Sampling = parse.GetValue(sampling) is { } s ? TaskSampling.Parse(s) : TaskSampling.Proportional,
                 },
                 Output = parse.GetValue(output)
-                         ?? Path.Combine("runs", $"{parse.GetValue(name) ?? taskName ?? "custom"}-{config.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"),
+                         ?? Path.Combine("runs", $"{(taskList is null ? parse.GetValue(name) ?? taskName ?? "custom" : string.Join("+", taskList.Select(t => t.Name)))}" +
+                                                 $"-{config.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"),
             };
+            if (taskList is not null)
+            {
+                var root = parse.GetValue(data);
+                request = request with
+                {
+                    Tasks = taskList.Select(t => new DataRequest
+                    {
+                        Task = t.Name,
+                        DataDir = root is null ? null : Path.Combine(root, t.Folder),
+                        SkipBadRows = parse.GetValue(skipBad),
+                    }).ToList(),
+                };
+            }
+            if (taskList is not null)
+            {
+                var multi = ProgressView.Run(observe => TrainingJob.RunMultiTask(request, Run.StderrLog, observe, torchDevice), multiTask: true);
+                Report(multi);
+                return 0;
+            }
             var summary = ProgressView.Run(observe => TrainingJob.Run(request, Run.StderrLog, observe, torchDevice));
             Report(summary);
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// The GLUE tasks of <c>--tasks a,b,c</c>, refusing what a multi-task run cannot take: options of
+    /// single-task runs (--task, --name, your own files), unknown, empty or repeated names.
+    /// </summary>
+    static List<GlueTask> ParseTasks(string list, ParseResult parse, Option task, Option name, Option[] fileOptions)
+    {
+        if (parse.GetResult(task) is { Implicit: false }) throw new UsageException("--tasks and --task cannot be combined: list every task in --tasks");
+        if (parse.GetResult(name) is { Implicit: false }) throw new UsageException("--name names a single-task run's adapter; with --tasks each adapter is named after its task");
+        if (fileOptions.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } file)
+            throw new UsageException($"--tasks takes GLUE tasks only, not {file.Name}; train on your own files one task per run");
+        var result = new List<GlueTask>();
+        foreach (var part in list.Split(','))
+        {
+            var trimmed = part.Trim();
+            if (trimmed.Length == 0) throw new UsageException($"--tasks: empty task name in '{list}'");
+            var glue = GlueTasks.All.FirstOrDefault(t => t.Name.Equals(trimmed, StringComparison.OrdinalIgnoreCase)
+                                                         || t.Folder.Equals(trimmed, StringComparison.OrdinalIgnoreCase))
+                       ?? throw new UsageException($"--tasks: unknown task '{trimmed}' (expected {GlueTasks.Names})");
+            if (result.Contains(glue)) throw new UsageException($"--tasks: '{glue.Name}' is listed twice");
+            result.Add(glue);
+        }
+        return result;
+    }
+
+    static void Report(MultiTaskSummary summary)
+    {
+        var result = summary.Result;
+        Console.WriteLine($"stopped: {result.StopReason} after {result.Steps} steps in {result.Elapsed.TotalMinutes:F1} min ({result.ExamplesPerSecond:F0} examples/s)");
+        foreach (var task in summary.Tasks)
+        {
+            var best = task.Result.Best is { } b
+                ? $"best {string.Join(", ", b.Metrics.Select(m => $"{m.Key} {m.Value:F4}"))} (epoch {b.Epoch}, step {b.Step})"
+                : "no evaluation";
+            Console.WriteLine($"{task.Task}: {task.Result.Steps} steps, {best}; adapter: {task.AdapterDir}");
+        }
+        Console.WriteLine($"metrics: {Path.Combine(summary.RunDir, "metrics.jsonl")}");
     }
 
     static void Report(TrainingSummary summary)
@@ -144,8 +216,11 @@ static class TrainCommand
 /// </summary>
 static class ProgressView
 {
-    public static T Run<T>(Func<Action<Trainer>, T> body)
+    /// <param name="multiTask">Show each task's loss, and which task each evaluation is of.</param>
+    public static T Run<T>(Func<Action<Trainer>, T> body, bool multiTask = false)
     {
+        string Describe(TrainProgress p) => multiTask ? DescribeTasks(p) : DescribeOne(p);
+        string DescribeEval(Evaluation e) => multiTask ? $"{e.Adapter}: {DescribeOne(e)}" : DescribeOne(e);
         var evaluations = new List<string>();
         if (!AnsiConsole.Profile.Capabilities.Interactive)
         {
@@ -158,7 +233,7 @@ static class ProgressView
                     lastLine = DateTime.UtcNow;
                     Console.WriteLine($"step {p.Step}/{p.TotalSteps} {Describe(p)}");
                 };
-                trainer.Evaluated += e => Console.WriteLine(Describe(e));
+                trainer.Evaluated += e => Console.WriteLine(DescribeEval(e));
             });
         }
         T result = default!;
@@ -181,8 +256,8 @@ static class ProgressView
                     };
                     trainer.Evaluated += e =>
                     {
-                        evaluations.Add(Describe(e));
-                        evaluation.Description = Markup.Escape(Describe(e));
+                        evaluations.Add(DescribeEval(e));
+                        evaluation.Description = Markup.Escape(DescribeEval(e));
                     };
                 });
                 training.Value = training.MaxValue;
@@ -193,10 +268,14 @@ static class ProgressView
         return result;
     }
 
-    static string Describe(TrainProgress p) =>
+    static string DescribeOne(TrainProgress p) =>
         $"loss {p.Loss:F4} lr {p.LearningRate:0.00e0} {p.ExamplesPerSecond:F0} ex/s";
 
-    static string Describe(Evaluation e) =>
+    static string DescribeTasks(TrainProgress p) =>
+        $"loss {string.Join(" ", (p.TaskLosses ?? new Dictionary<string, double>()).Select(t => $"{t.Key} {(double.IsNaN(t.Value) ? "-" : t.Value.ToString("F4"))}"))} " +
+        $"lr {p.LearningRate:0.00e0} {p.ExamplesPerSecond:F0} ex/s";
+
+    static string DescribeOne(Evaluation e) =>
         $"eval epoch {e.Epoch} step {e.Step}: {string.Join(", ", e.Metrics.Select(m => $"{m.Key} {m.Value:F4}"))} " +
         $"(train loss {e.Loss:F4}, {e.Elapsed.TotalMinutes:F1} min)";
 }

@@ -137,6 +137,33 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     }
 
     /// <summary>
+    /// Multi-task training: freezes every parameter, then unfreezes what each of <paramref name="names"/> trains,
+    /// returned per adapter. Sets no active adapter, except that one name is <see cref="TrainOnly"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">A name is unknown or repeated, or (with several) one changes base weights.</exception>
+    public Dictionary<string, List<(string Name, Parameter Parameter)>> TrainEach(IReadOnlyList<string> names)
+    {
+        if (names.Count == 1) return new() { [names[0]] = TrainOnly(names[0]) };
+        var result = new Dictionary<string, List<(string Name, Parameter Parameter)>>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            if (!configs.TryGetValue(name, out var config))
+                throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", configs.Keys)})");
+            if (config.ModifiesBase)
+                throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, which the other adapters share; it must train alone");
+            if (!result.TryAdd(name, [])) throw new ArgumentException($"adapter '{name}' is listed twice");
+        }
+        InvalidateRowStacks();
+        foreach (var (path, parameter) in named_parameters())
+        {
+            var owner = names.FirstOrDefault(n => IsTrainedBy(n, path));
+            parameter.requires_grad = owner is not null;
+            if (owner is not null) result[owner].Add((path, parameter));
+        }
+        return result;
+    }
+
+    /// <summary>
     /// Ready for inference: everything frozen, on <paramref name="device"/>, products in <paramref name="matmulType"/>
     /// (frozen base projections cast once), dropout off. Idempotent, so it can follow each adapter load.
     /// </summary>

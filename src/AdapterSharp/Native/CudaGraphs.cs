@@ -43,7 +43,6 @@ public static unsafe class CudaGraphs
         public delegate* unmanaged<byte, sbyte, Stream> StreamFromPool;
         public delegate* unmanaged<sbyte, Stream> CurrentStream;
         public delegate* unmanaged<Stream, void> SetCurrentStream;
-        public delegate* unmanaged<void> EmptyCache; // optional: at::accelerator::emptyCache (PyTorch ≥ 2.8)
     }
 
     static readonly Lazy<(Api? Api, string? Problem)> Loaded = new(Load);
@@ -78,29 +77,13 @@ public static unsafe class CudaGraphs
         api.StreamFromPool = (delegate* unmanaged<byte, sbyte, Stream>)Symbol(c10Cuda, "_ZN3c104cuda17getStreamFromPoolEba");
         api.CurrentStream = (delegate* unmanaged<sbyte, Stream>)Symbol(c10Cuda, "_ZN3c104cuda20getCurrentCUDAStreamEa");
         api.SetCurrentStream = (delegate* unmanaged<Stream, void>)Symbol(c10Cuda, "_ZN3c104cuda20setCurrentCUDAStreamENS0_10CUDAStreamE");
-        if (missing is not null) return (null, $"this libtorch lacks {missing}");
-        if (TryOpen("libtorch_cpu.so", out var torchCpu) && NativeLibrary.TryGetExport(torchCpu, "_ZN2at11accelerator10emptyCacheEv", out var emptyCache))
-            api.EmptyCache = (delegate* unmanaged<void>)emptyCache;
-        return (api, null);
+        return missing is null ? (api, null) : (null, $"this libtorch lacks {missing}");
     }
 
     static bool TryOpen(string name, out nint handle)
     {
         if (CudaLibTorch.LoadedFrom is { } dir && NativeLibrary.TryLoad(Path.Combine(dir, name), out handle)) return true;
         return NativeLibrary.TryLoad(name, out handle);
-    }
-
-    /// <summary>
-    /// Returns the caching allocator's unused blocks to the device (what <c>torch.cuda.empty_cache()</c> does), e.g.
-    /// those an eager warm-up left behind once its steps are captured in a graph's own pool. False where this
-    /// libtorch does not export the function.
-    /// </summary>
-    public static bool ReleaseCachedMemory()
-    {
-        var api = Require();
-        if (api.EmptyCache == null) return false;
-        api.EmptyCache();
-        return true;
     }
 
     /// <summary>A new memory pool id: graphs captured into it share memory (safe when none runs concurrently and

@@ -8,7 +8,8 @@ namespace AdapterSharp.Training;
 /// before replaying it. All share one memory pool: they never run at the same time, and no tensor made inside
 /// one graph is read by another (parameters, gradients, optimizer state and the running loss live outside).
 /// </summary>
-sealed class StepGraphs : IDisposable
+/// <param name="pool">The memory pool to capture into (several sets of graphs can share one, by the same rule).</param>
+sealed class StepGraphs(CudaGraphs.Pool pool) : IDisposable
 {
     /// <summary>Batches are padded to a multiple of this many tokens, so that few shapes (graphs) occur.</summary>
     public const int LengthMultiple = 16;
@@ -17,7 +18,6 @@ sealed class StepGraphs : IDisposable
     /// state are set up outside any graph.</summary>
     public const int EagerSteps = 3;
 
-    readonly CudaGraphs.Pool pool = CudaGraphs.NewPool();
     readonly Dictionary<(long Batch, long Time), Entry> graphs = [];
 
     sealed record Entry(Tensor Ids, Tensor Mask, Tensor Types, Tensor Labels, Tensor Scores, CudaGraphs.Graph Graph) : IDisposable
@@ -43,7 +43,6 @@ sealed class StepGraphs : IDisposable
             entry = new Entry(Fixed(ids), Fixed(mask), Fixed(types), Fixed(labels), Fixed(scores), new CudaGraphs.Graph());
             graphs[key] = entry;
             entry.Graph.Capture(pool, () => step(entry.Ids, entry.Mask, entry.Types, entry.Labels, entry.Scores));
-            if (graphs.Count == 1) CudaGraphs.ReleaseCachedMemory(); // what the eager steps cached
         }
         entry.Ids.copy_(ids);
         entry.Mask.copy_(mask);

@@ -39,6 +39,12 @@ public sealed record TrainRequest
 
     /// <summary>Matrix-product precision: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.</summary>
     public string Precision { get; init; } = "auto";
+
+    /// <summary>
+    /// Multi-task runs (<see cref="TrainingJob.RunMultiTask"/>): one adapter and head per task, named after it,
+    /// trained together on one base; <see cref="Data"/> and <see cref="AdapterName"/> are then unused.
+    /// </summary>
+    public IReadOnlyList<DataRequest> Tasks { get; init; } = [];
 }
 
 /// <summary>A labelled data set ready for training: examples, task metadata and what was skipped.</summary>
@@ -46,6 +52,11 @@ public sealed record TaskData(
     string TaskName, IReadOnlyList<Example> Train, IReadOnlyList<Example> Dev, bool Regression, string[] Metrics, int Skipped, string? FirstSkip);
 
 public sealed record TrainingSummary(string RunDir, string AdapterDir, TrainResult Result, long TrainableParameters, long TotalParameters);
+
+/// <summary>A multi-task run: where each task's adapter went, and the run's result.</summary>
+public sealed record MultiTaskSummary(string RunDir, IReadOnlyList<TaskSummary> Tasks, MultiTaskResult Result, long TotalParameters);
+
+public sealed record TaskSummary(string Task, string AdapterDir, TaskResult Result, long TrainableParameters);
 
 /// <summary>
 /// The whole training run behind <c>adaptersharp train</c>: load the base and the data, add the adapter, train,
@@ -93,24 +104,14 @@ public static class TrainingJob
     public static TrainingSummary Run(TrainRequest request, Action<string>? log = null,
         Action<Trainer>? observe = null, Device? device = null)
     {
-        request.Options.Validate();
-        if (request.MaxLength < 8) throw new ArgumentException($"--max-length must be at least 8, got {request.MaxLength}");
+        Validate(request);
         var data = LoadData(request.Data);
-        if (data.Skipped > 0)
-            log?.Invoke($"skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
         var encoder = Pretrained.Load(request.Model, request.Vocab, log);
-        if (request.MaxLength > encoder.Config.MaxPositionEmbeddings)
-            throw new ArgumentException($"--max-length {request.MaxLength} exceeds the model's {encoder.Config.MaxPositionEmbeddings} positions");
-        var head = EncodedDataset.HeadFor(data.Train, data.Regression);
-        var train = EncodedDataset.Encode(data.Train, encoder.Tokenizer, head, request.MaxLength, request.Data.SkipBadRows, out int skippedTrain);
-        var dev = EncodedDataset.Encode(data.Dev, encoder.Tokenizer, head, request.MaxLength, request.Data.SkipBadRows, out int skippedDev);
-        if (skippedTrain + skippedDev > 0) log?.Invoke($"skipped {skippedTrain + skippedDev} rows with unusable labels");
-        log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation examples, " +
-                    (head.IsRegression ? "regression" : $"labels {string.Join(", ", head.Labels)}"));
+        var task = Encode(data, request.Data.SkipBadRows, encoder, request, log);
 
         string name = request.AdapterName ?? SafeName(data.TaskName);
         var target = device ?? CPU;
-        using var model = CreateModel(encoder, name, request.Method, head, request.Options.Seed);
+        using var model = CreateModel(encoder, name, request.Method, task.Head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
         model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
@@ -125,32 +126,111 @@ public static class TrainingJob
         var identity = BaseModelIdentity.Of(encoder);
 
         var trainer = new Trainer(model, name, request.Options, target);
-        trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation);
+        trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation, withTask: false);
         observe?.Invoke(trainer);
-        var result = trainer.Train(train, dev, data.Metrics, evaluation =>
-            AdapterFiles.Save(adapterDir, new AdapterManifest
-            {
-                Name = name,
-                Config = request.Method,
-                Head = head,
-                BaseModel = identity,
-                Task = data.TaskName,
-                MaxLength = request.MaxLength,
-                Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
-                TrainableParameters = trainable,
-            }, model.AdapterTensors(name)));
+        var result = trainer.Train(task.Train, task.Dev, data.Metrics, evaluation =>
+            SaveAdapter(adapterDir, model, name, request, task.Head, identity, data.TaskName, evaluation, trainable));
         return new TrainingSummary(runDir, adapterDir, result, trainable, total);
     }
 
-    static void AppendMetrics(string path, Evaluation evaluation)
+    /// <summary>
+    /// The multi-task run behind <c>adaptersharp train --tasks</c>: one adapter and head per task of
+    /// <see cref="TrainRequest.Tasks"/> on one frozen base, each named after its task; each task's best checkpoint
+    /// in <c>&lt;run&gt;/&lt;task&gt;/adapter</c> (a complete adapter folder on its own), every evaluation in
+    /// <c>&lt;run&gt;/metrics.jsonl</c> with a <c>task</c> field.
+    /// </summary>
+    public static MultiTaskSummary RunMultiTask(TrainRequest request, Action<string>? log = null,
+        Action<Trainer>? observe = null, Device? device = null)
     {
-        var record = new Dictionary<string, object>
+        Validate(request);
+        if (request.Tasks.Count == 0) throw new ArgumentException("--tasks: no tasks given");
+        if (request.Method.ModifiesBase && request.Tasks.Count > 1)
+            throw new ArgumentException(
+                $"--method {request.Method.Method} changes the base weights, which the tasks' adapters share; " +
+                "multi-task training needs a method that leaves the base frozen (houlsby, pfeiffer, parallel, ...)");
+        var data = request.Tasks.Select(LoadData).ToList();
+        var names = data.Select(d => SafeName(d.TaskName)).ToList();
+        if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"--tasks: '{twice.Key}' is listed twice");
+
+        var encoder = Pretrained.Load(request.Model, request.Vocab, log);
+        var encoded = data.Select((d, i) => Encode(d, request.Tasks[i].SkipBadRows, encoder, request, log)).ToList();
+        var target = device ?? CPU;
+        using var model = AdapterModel.FromPretrained(encoder);
+        manual_seed(request.Options.Seed);
+        for (int i = 0; i < names.Count; i++) model.AddAdapter(names[i], request.Method, encoded[i].Head);
+        model.to(target);
+        var trained = model.TrainEach(names);
+        model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
+        long total = model.parameters().Sum(p => p.numel());
+        var trainable = names.ToDictionary(n => n, n => trained[n].Sum(p => p.Parameter.numel()));
+        var probabilities = request.Options.Sampling.Probabilities(encoded.Select(e => e.Train.Count).ToList());
+        log?.Invoke($"{request.Method.Method}: trainable params per task: " +
+                    string.Join(", ", names.Select(n => $"{n} {trainable[n]:N0}")) + $" || all params: {total:N0}");
+        log?.Invoke($"sampling {request.Options.Sampling}: " +
+                    string.Join(", ", names.Select((n, i) => $"{n} {probabilities[i]:P1}")));
+
+        var runDir = Path.GetFullPath(request.Output);
+        Directory.CreateDirectory(runDir);
+        var metricsPath = Path.Combine(runDir, "metrics.jsonl");
+        var identity = BaseModelIdentity.Of(encoder);
+        var adapterDirs = names.ToDictionary(n => n, n => Path.Combine(runDir, n, "adapter"));
+
+        var trainer = new Trainer(model, request.Options, target);
+        trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation, withTask: true);
+        observe?.Invoke(trainer);
+        var tasks = names.Select((n, i) => new TrainingTask(n, encoded[i].Train, encoded[i].Dev, data[i].Metrics, evaluation =>
+            SaveAdapter(adapterDirs[n], model, n, request, encoded[i].Head, identity, data[i].TaskName, evaluation, trainable[n]))).ToList();
+        var result = trainer.TrainTasks(tasks);
+        return new MultiTaskSummary(runDir,
+            result.Tasks.Select(t => new TaskSummary(t.Adapter, adapterDirs[t.Adapter], t, trainable[t.Adapter])).ToList(), result, total);
+    }
+
+    static void Validate(TrainRequest request)
+    {
+        request.Options.Validate();
+        if (request.MaxLength < 8) throw new ArgumentException($"--max-length must be at least 8, got {request.MaxLength}");
+    }
+
+    sealed record EncodedTask(HeadConfig Head, EncodedDataset Train, EncodedDataset Dev);
+
+    static EncodedTask Encode(TaskData data, bool skipBad, PretrainedEncoder encoder, TrainRequest request, Action<string>? log)
+    {
+        if (data.Skipped > 0)
+            log?.Invoke($"{data.TaskName}: skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
+        if (request.MaxLength > encoder.Config.MaxPositionEmbeddings)
+            throw new ArgumentException($"--max-length {request.MaxLength} exceeds the model's {encoder.Config.MaxPositionEmbeddings} positions");
+        var head = EncodedDataset.HeadFor(data.Train, data.Regression);
+        var train = EncodedDataset.Encode(data.Train, encoder.Tokenizer, head, request.MaxLength, skipBad, out int skippedTrain);
+        var dev = EncodedDataset.Encode(data.Dev, encoder.Tokenizer, head, request.MaxLength, skipBad, out int skippedDev);
+        if (skippedTrain + skippedDev > 0) log?.Invoke($"{data.TaskName}: skipped {skippedTrain + skippedDev} rows with unusable labels");
+        log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation examples, " +
+                    (head.IsRegression ? "regression" : $"labels {string.Join(", ", head.Labels)}"));
+        return new EncodedTask(head, train, dev);
+    }
+
+    static void SaveAdapter(string dir, AdapterModel model, string name, TrainRequest request, HeadConfig head,
+        BaseModelIdentity identity, string taskName, Evaluation evaluation, long trainable) =>
+        AdapterFiles.Save(dir, new AdapterManifest
         {
-            ["epoch"] = evaluation.Epoch,
-            ["step"] = evaluation.Step,
-            ["loss"] = double.IsFinite(evaluation.Loss) ? Math.Round(evaluation.Loss, 6) : null!,
-            ["elapsed_s"] = Math.Round(evaluation.Elapsed.TotalSeconds, 1),
-        };
+            Name = name,
+            Config = request.Method,
+            Head = head,
+            BaseModel = identity,
+            Task = taskName,
+            MaxLength = request.MaxLength,
+            Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
+            TrainableParameters = trainable,
+        }, model.AdapterTensors(name));
+
+    static void AppendMetrics(string path, Evaluation evaluation, bool withTask)
+    {
+        var record = new Dictionary<string, object>();
+        if (withTask) record["task"] = evaluation.Adapter;
+        record["epoch"] = evaluation.Epoch;
+        record["step"] = evaluation.Step;
+        record["loss"] = double.IsFinite(evaluation.Loss) ? Math.Round(evaluation.Loss, 6) : null!;
+        record["elapsed_s"] = Math.Round(evaluation.Elapsed.TotalSeconds, 1);
         foreach (var (metric, value) in evaluation.Metrics) record[metric] = double.IsFinite(value) ? Math.Round(value, 6) : null!;
         File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
     }
