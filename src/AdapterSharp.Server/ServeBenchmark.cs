@@ -111,6 +111,9 @@ public sealed record ServeBenchmarkReport
     public double WorkingSetEndMb { get; init; }
     public double WorkingSetSlopeMbPerMin { get; init; }
 
+    /// <summary>The working set once a second through the window, first and last included.</summary>
+    public IReadOnlyList<double> WorkingSetMb { get; init; } = [];
+
     /// <summary>
     /// The GC heap after the last collection, which is what survives rather than what was allocated since; a full
     /// collection is forced at each end of the window (outside the GC counts).
@@ -379,6 +382,7 @@ public static class ServeBenchmark
             WorkingSetStartMb = Round(samples[0].WorkingSetMb),
             WorkingSetEndMb = Round(samples[^1].WorkingSetMb),
             WorkingSetSlopeMbPerMin = Round(workingSet),
+            WorkingSetMb = [.. samples.Select(s => Math.Round(s.WorkingSetMb, 1))],
             ManagedHeapStartMb = Round(samples[0].ManagedHeapMb),
             ManagedHeapEndMb = Round(samples[^1].ManagedHeapMb),
             ManagedHeapSlopeMbPerMin = Round(managed),
