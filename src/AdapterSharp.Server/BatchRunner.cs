@@ -43,20 +43,25 @@ public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatch
 /// share the GPU instead of queuing one forward per adapter. Rows are cut into chunks by length
 /// (<see cref="ChunksByLength"/>), so that short texts are not padded to the longest one in the batch.
 /// </summary>
-public sealed class MixedBatchRunner(ModelHost host, int maxBatch) : IBatchRunner
+/// <param name="forwardCost">
+/// What one more forward costs, in padded tokens (default: <see cref="DefaultForwardCost"/> for the host's device).
+/// </param>
+public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardCost = null) : IBatchRunner
 {
-    // What one more forward costs, in padded tokens. On the CPU a forward costs about its tokens (minilm-l6 on 2
-    // cores: ~0.3 ms a token) plus ~5 ms of per-op overhead; on a GPU tokens are nearly free at these sizes, so
-    // only the batch-size limit splits a batch there.
-    const int CpuForwardCost = 16;
-    const int GpuForwardCost = 1 << 20;
+    readonly int forwardCost = forwardCost ?? DefaultForwardCost(host.Device);
+
+    /// <summary>
+    /// On the CPU a forward costs about its tokens (minilm-l6 on 2 cores: ~0.3 ms a token) plus a few ms of
+    /// per-op overhead, about 16 tokens' worth; on a GPU tokens are nearly free at these sizes, so only the batch
+    /// size limit splits a batch there.
+    /// </summary>
+    public static int DefaultForwardCost(Device device) => device.type == TorchSharp.DeviceType.CPU ? 16 : 1 << 20;
 
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
         // Each row is truncated to the max length its own adapter was trained with.
         var encoded = inputs.Select(i => host.Tokenizer.Encode(i.Text, i.TextPair, host.Adapters[i.Adapter].MaxLength)).ToArray();
         var outputs = new float[inputs.Count][];
-        int forwardCost = host.Device.type == TorchSharp.DeviceType.CPU ? CpuForwardCost : GpuForwardCost;
         foreach (var chunk in ChunksByLength(encoded.Select(e => e.InputIds.Length).ToArray(), maxBatch, forwardCost))
         {
             var data = EncodedDataset.Unlabelled(chunk.Select(i => encoded[i]).ToArray());

@@ -88,6 +88,7 @@ public sealed record ServeBenchmarkReport
     public required string Form { get; init; }
     public int MaxBatch { get; init; }
     public int MaxWaitMs { get; init; }
+    public int ForwardCost { get; init; }
     public required string Texts { get; init; }
     public double WarmupS { get; init; }
     public double DurationS { get; init; }
@@ -219,6 +220,7 @@ public static class ServeBenchmark
                 Adapters = host.Adapters.Count,
                 MaxBatch = serverOptions.MaxBatch,
                 MaxWaitMs = serverOptions.MaxWaitMs,
+                ForwardCost = serverOptions.ForwardCost ?? MixedBatchRunner.DefaultForwardCost(device),
                 Texts = textSource,
             };
         }

@@ -62,12 +62,16 @@ static class BenchCommand
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var server = new ServerOptions();
         var maxBatch = new Option<int>("--max-batch") { Description = "The server's inputs per forward batch.", DefaultValueFactory = _ => server.MaxBatch };
+        var forwardCost = new Option<int?>("--forward-cost")
+        {
+            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 16 on the CPU; none on a GPU).",
+        };
         var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests.", DefaultValueFactory = _ => server.MaxWaitMs };
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are 503.", DefaultValueFactory = _ => server.QueueCapacity };
         var command = new Command("serve",
             "Load-test the HTTP server on loopback: N clients for a duration; throughput, latency percentiles, errors, batch sizes, memory.")
         {
-            model, vocab, device, precision, adapters, count, clients, duration, warmup, inputs, form, timeout, texts, seed, maxBatch, maxWait, capacity,
+            model, vocab, device, precision, adapters, count, clients, duration, warmup, inputs, form, timeout, texts, seed, maxBatch, maxWait, forwardCost, capacity,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -97,6 +101,7 @@ static class BenchCommand
                 {
                     MaxBatch = parse.GetValue(maxBatch),
                     MaxWaitMs = parse.GetValue(maxWait),
+                    ForwardCost = parse.GetValue(forwardCost),
                     QueueCapacity = parse.GetValue(capacity),
                 },
             };
@@ -138,7 +143,7 @@ static class BenchCommand
         var errors = r.ErrorCount == 0 ? "0" : string.Join(", ", r.Errors.Select(e => $"{e.Key}: {e.Value}"));
         var rows = new (string, string)[]
         {
-            ("server", $"{r.Model} on {r.Device}, {r.Adapters} adapters, max batch {r.MaxBatch}, max wait {r.MaxWaitMs} ms"),
+            ("server", $"{r.Model} on {r.Device}, {r.Adapters} adapters, max batch {r.MaxBatch}, max wait {r.MaxWaitMs} ms, forward cost {r.ForwardCost} tokens"),
             ("load", $"{r.Clients} clients × {r.InputsPerRequest} input(s) per request, form {r.Form}, texts: {r.Texts}"),
             ("window", $"{r.DurationS:0.0} s after {r.WarmupS:0.#} s warm-up"),
             ("throughput", $"{r.RequestsPerS:0.0} requests/s, {r.InputsPerS:0.0} inputs/s ({r.Requests} requests)"),

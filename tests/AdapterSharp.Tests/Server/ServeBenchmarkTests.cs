@@ -60,6 +60,7 @@ public class ServeBenchmarkTests
         var report = JsonNode.Parse(result.Stdout.Trim())!;
         Assert.Equal(3, report["adapters"]!.GetValue<int>());
         Assert.Equal("mixed", report["form"]!.GetValue<string>());
+        Assert.Equal(MixedBatchRunner.DefaultForwardCost(CPU), report["forward_cost"]!.GetValue<int>());
         Assert.Empty(report["errors"]!.AsObject());
         Assert.True(report["requests"]!.GetValue<long>() > 0, result.ToString());
         Assert.Contains("p99", result.Stderr);
