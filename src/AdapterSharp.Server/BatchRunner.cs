@@ -51,11 +51,12 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
     readonly int forwardCost = forwardCost ?? DefaultForwardCost(host.Device);
 
     /// <summary>
-    /// On the CPU a forward costs about its tokens (minilm-l6 on 2 cores: ~0.3 ms a token) plus a few ms of
-    /// per-op overhead, about 16 tokens' worth; on a GPU tokens are nearly free at these sizes, so only the batch
-    /// size limit splits a batch there.
+    /// On the CPU a forward costs about its padded tokens, but small products run less efficiently than large
+    /// ones, so a split must save a fair amount: with <c>bench serve</c> on 2 cores (minilm-l6, SST-2 sentences),
+    /// 16 or 64 tokens lost throughput to not splitting at 8 clients, 256 kept level there and gained 50-100% at 32
+    /// clients. On a GPU tokens are nearly free at these sizes, so only the batch size limit splits a batch there.
     /// </summary>
-    public static int DefaultForwardCost(Device device) => device.type == TorchSharp.DeviceType.CPU ? 16 : 1 << 20;
+    public static int DefaultForwardCost(Device device) => device.type == TorchSharp.DeviceType.CPU ? 256 : 1 << 20;
 
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {

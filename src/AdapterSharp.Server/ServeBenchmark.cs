@@ -193,15 +193,15 @@ public static class ServeBenchmark
         var (texts, textSource) = options.Texts is { } given ? (given, $"{given.Count} given texts") : DefaultTexts();
         var encoder = Pretrained.Load(options.Model, options.Vocab, log);
         string? madeDir = null;
-        var dirs = options.AdapterDirs;
-        if (dirs.Count == 0)
-        {
-            madeDir = Directory.CreateTempSubdirectory("adaptersharp-bench-serve-").FullName;
-            dirs = MakeAdapters(encoder, options.AdapterCount, madeDir, options.Seed);
-            log?.Invoke($"made {dirs.Count} houlsby adapters with random weights in {madeDir}");
-        }
         try
         {
+            var dirs = options.AdapterDirs;
+            if (dirs.Count == 0)
+            {
+                madeDir = Directory.CreateTempSubdirectory("adaptersharp-bench-serve-").FullName;
+                dirs = MakeAdapters(encoder, options.AdapterCount, madeDir, options.Seed);
+                log?.Invoke($"made {dirs.Count} houlsby adapters with random weights in {madeDir}");
+            }
             using var host = ModelHost.Open(encoder, device, options.Precision);
             foreach (var dir in dirs) host.Load(dir);
             var targets = options.Targets ?? [.. host.Adapters.Keys.Order(StringComparer.Ordinal)];
@@ -210,19 +210,25 @@ public static class ServeBenchmark
             await server.StartAsync();
             log?.Invoke($"serving {host.Adapters.Count} adapters at {server.Url}; {options.Clients} clients, " +
                         $"{options.Warmup.TotalSeconds:0.#} s warm-up, {options.Duration.TotalSeconds:0.#} s measured");
-            var report = await LoadAsync(server, options, targets, texts);
-            using (var stopping = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
-                await server.StopAsync(stopping.Token);
-            return report with
+            var setup = new ServeBenchmarkReport
             {
                 Model = encoder.Id,
                 Device = device.type == TorchSharp.DeviceType.CUDA ? "cuda" : "cpu",
                 Adapters = host.Adapters.Count,
+                Clients = options.Clients,
+                InputsPerRequest = options.InputsPerRequest,
+                Form = options.Form switch { RequestForm.OneAdapter => "single", RequestForm.PerInput => "mixed", _ => "both" },
                 MaxBatch = serverOptions.MaxBatch,
                 MaxWaitMs = serverOptions.MaxWaitMs,
                 ForwardCost = serverOptions.ForwardCost ?? MixedBatchRunner.DefaultForwardCost(device),
                 Texts = textSource,
+                WarmupS = options.Warmup.TotalSeconds,
+                Errors = new Dictionary<string, long>(),
             };
+            var report = await LoadAsync(server, options, targets, texts, setup);
+            using (var stopping = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+                await server.StopAsync(stopping.Token);
+            return report;
         }
         finally
         {
@@ -277,8 +283,9 @@ public static class ServeBenchmark
         return (BuiltInTexts, $"built-in ({BuiltInTexts.Length} sentences)");
     }
 
+    /// <returns><paramref name="setup"/> with what was measured.</returns>
     static async Task<ServeBenchmarkReport> LoadAsync(InferenceServer server, ServeBenchmarkOptions options,
-        IReadOnlyList<string> targets, IReadOnlyList<string> texts)
+        IReadOnlyList<string> targets, IReadOnlyList<string> texts, ServeBenchmarkReport setup)
     {
         using var handler = new SocketsHttpHandler
         {
@@ -358,15 +365,8 @@ public static class ServeBenchmark
         var workingSet = Trend(samples.Select(s => (s.Ticks, s.WorkingSetMb)).ToArray());
         var managed = Trend(samples.Select(s => (s.Ticks, s.ManagedHeapMb)).ToArray());
         long batches = batchesAfter.Batches - batchesBefore.Batches;
-        return new ServeBenchmarkReport
+        return setup with
         {
-            Model = "",
-            Device = "",
-            Texts = "",
-            Clients = options.Clients,
-            InputsPerRequest = options.InputsPerRequest,
-            Form = options.Form switch { RequestForm.OneAdapter => "single", RequestForm.PerInput => "mixed", _ => "both" },
-            WarmupS = options.Warmup.TotalSeconds,
             DurationS = Math.Round(seconds, 3),
             Requests = latencies.Length,
             Inputs = inputs,

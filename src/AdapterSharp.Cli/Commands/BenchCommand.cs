@@ -64,7 +64,7 @@ static class BenchCommand
         var maxBatch = new Option<int>("--max-batch") { Description = "The server's inputs per forward batch.", DefaultValueFactory = _ => server.MaxBatch };
         var forwardCost = new Option<int?>("--forward-cost")
         {
-            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 16 on the CPU; none on a GPU).",
+            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 256 on the CPU; none on a GPU).",
         };
         var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests.", DefaultValueFactory = _ => server.MaxWaitMs };
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are 503.", DefaultValueFactory = _ => server.QueueCapacity };

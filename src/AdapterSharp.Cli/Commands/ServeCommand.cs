@@ -37,7 +37,7 @@ static class ServeCommand
         var maxBatch = new Option<int>("--max-batch") { Description = "Inputs per forward batch.", DefaultValueFactory = _ => defaults.MaxBatch };
         var forwardCost = new Option<int?>("--forward-cost")
         {
-            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 16 on the CPU; none on a GPU).",
+            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 256 on the CPU; none on a GPU).",
         };
         var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests after its first.", DefaultValueFactory = _ => defaults.MaxWaitMs };
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are answered 503.", DefaultValueFactory = _ => defaults.QueueCapacity };
