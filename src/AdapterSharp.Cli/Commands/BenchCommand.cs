@@ -51,7 +51,7 @@ static class BenchCommand
         var clients = new Option<int>("--clients") { Description = "Concurrent clients, each sending one request after another.", DefaultValueFactory = _ => defaults.Clients };
         var duration = new Option<string>("--duration") { Description = "How long to measure, after the warm-up (e.g. 30s, 2m).", DefaultValueFactory = _ => "30s" };
         var warmup = new Option<string>("--warmup") { Description = "How long to load the server before measuring (0 for none).", DefaultValueFactory = _ => "5s" };
-        var inputs = new Option<int>("--inputs-per-request") { DefaultValueFactory = _ => defaults.InputsPerRequest };
+        var inputs = new Option<int>("--inputs-per-request") { Description = "Texts per request, each drawn at random.", DefaultValueFactory = _ => defaults.InputsPerRequest };
         var form = new Option<string>("--form")
         {
             Description = "single: {adapter, inputs}; mixed: an adapter per input; both: each client alternates.",
@@ -59,7 +59,7 @@ static class BenchCommand
         };
         var timeout = new Option<string>("--request-timeout") { Description = "A request taking longer is an error.", DefaultValueFactory = _ => "30s" };
         var texts = new Option<string?>("--texts") { Description = "File of texts to send, one a line (default: SST-2 dev sentences if found, else built-in ones)." };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "Seeds the made adapters and each client's choice of texts.", DefaultValueFactory = _ => 0 };
         var server = new ServerOptions();
         var maxBatch = new Option<int>("--max-batch") { Description = "The server's inputs per forward batch.", DefaultValueFactory = _ => server.MaxBatch };
         var forwardCost = new Option<int?>("--forward-cost")
