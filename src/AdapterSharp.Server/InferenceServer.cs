@@ -70,7 +70,7 @@ public sealed class InferenceServer : IAsyncDisposable
     /// adapter in a batch. The host's adapters may be loaded beforehand; once started, only the server changes them.
     /// </summary>
     public static InferenceServer Create(ServerOptions options, ModelHost host, IBatchRunner? runner = null) =>
-        new(options, host, runner ?? new MixedBatchRunner(host, options.MaxBatch));
+        new(options, host, runner ?? new MixedBatchRunner(host, options.MaxBatch, options.ForwardCost));
 
     public ServerMetrics Metrics { get; } = new();
 

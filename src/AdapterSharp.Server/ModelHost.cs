@@ -52,9 +52,12 @@ public sealed class ModelHost : IDisposable
     public IReadOnlyDictionary<string, AdapterInfo> Adapters => adapters;
 
     /// <summary>The base model <paramref name="model"/> (see <see cref="Pretrained.Load"/>), frozen, on <paramref name="device"/>, in eval mode.</summary>
-    public static ModelHost Open(string model, Device device, string precision = "auto", string? vocab = null, Action<string>? log = null)
+    public static ModelHost Open(string model, Device device, string precision = "auto", string? vocab = null, Action<string>? log = null) =>
+        Open(Pretrained.Load(model, vocab, log), device, precision);
+
+    /// <summary>A host for an encoder already read from disk.</summary>
+    public static ModelHost Open(PretrainedEncoder encoder, Device device, string precision = "auto")
     {
-        var encoder = Pretrained.Load(model, vocab, log);
         var adapterModel = AdapterModel.FromPretrained(encoder);
         var host = new ModelHost(adapterModel, encoder.Tokenizer, BaseModelIdentity.Of(encoder), device, Devices.MatmulType(precision, device));
         host.Prepare();

@@ -37,6 +37,11 @@ public sealed class ServerMetrics
             }
         }
 
+        public (long Count, double Sum) Totals()
+        {
+            lock (counts) return (count, sum);
+        }
+
         public void Write(StringBuilder text, string name, string labels)
         {
             long[] snapshot;
@@ -69,6 +74,13 @@ public sealed class ServerMetrics
     }
 
     public void ObserveBatch(int inputs) => batchSizes.Observe(inputs);
+
+    /// <summary>Batches the worker has run so far, and the inputs in them.</summary>
+    public (long Batches, long Inputs) BatchTotals()
+    {
+        var (count, sum) = batchSizes.Totals();
+        return (count, (long)sum);
+    }
 
     /// <summary>Everything, with the gauges' current values.</summary>
     public string Render(int queueDepth, int adaptersLoaded)

@@ -22,6 +22,12 @@ public sealed record ServerOptions
     /// <summary>How long the worker waits, after the first request of a batch, for more to fill it.</summary>
     public int MaxWaitMs { get; init; } = 5;
 
+    /// <summary>
+    /// A forward's fixed cost in padded tokens: a batch is cut into chunks by length where padding would cost more
+    /// (see <see cref="MixedBatchRunner.ChunksByLength"/>); null: <see cref="MixedBatchRunner.DefaultForwardCost"/>.
+    /// </summary>
+    public int? ForwardCost { get; init; }
+
     /// <summary>Prediction requests waiting for the worker; one more is answered 503.</summary>
     public int QueueCapacity { get; init; } = 256;
 
@@ -43,6 +49,7 @@ public sealed record ServerOptions
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port must be 0-65535, got {Port}");
         if (MaxBatch < 1) throw new ArgumentException($"--max-batch must be at least 1, got {MaxBatch}");
         if (MaxWaitMs < 0) throw new ArgumentException($"--max-wait-ms must not be negative, got {MaxWaitMs}");
+        if (ForwardCost < 0) throw new ArgumentException($"--forward-cost must not be negative, got {ForwardCost}");
         if (QueueCapacity < 1) throw new ArgumentException($"--queue-capacity must be at least 1, got {QueueCapacity}");
         if (MaxBodyBytes < 1024) throw new ArgumentException($"--max-body-bytes must be at least 1024, got {MaxBodyBytes}");
         if (MaxInputs < 1) throw new ArgumentException($"--max-inputs must be at least 1, got {MaxInputs}");

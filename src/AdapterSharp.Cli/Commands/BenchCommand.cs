@@ -1,12 +1,15 @@
 using System.CommandLine;
 using System.Text.Json;
 using AdapterSharp.Benchmarks;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Server;
 
 namespace AdapterSharp.Cli.Commands;
 
 /// <summary>
 /// <c>adaptersharp bench train|infer</c>: fixed-shape throughput, one JSON line per workload, with the fields of
 /// shared/bench/hf_adapter_reference.py (plus tflops and mfu). <c>--suite</c> runs the reference's workloads.
+/// <c>bench mixed</c>: one batch over K adapters; <c>bench serve</c>: a load test of the HTTP server.
 /// </summary>
 static class BenchCommand
 {
@@ -24,7 +27,134 @@ static class BenchCommand
         bench.Subcommands.Add(Workloads("train", "Time training steps (forward, backward, AdamW).", TrainingBenchmark.Train));
         bench.Subcommands.Add(Workloads("infer", "Time forward passes (no gradients).", TrainingBenchmark.Infer));
         bench.Subcommands.Add(Mixed());
+        bench.Subcommands.Add(Serve());
         return bench;
+    }
+
+    static Command Serve()
+    {
+        var model = new Option<string?>("--model", "-m")
+        {
+            Description = $"Base model (default: the one the first of --adapters records, else {BuiltInModels.MiniLmL6.Id}).",
+        };
+        var vocab = CommonOptions.Vocab();
+        var device = CommonOptions.Device();
+        device.DefaultValueFactory = _ => "auto";
+        var precision = CommonOptions.Precision();
+        var adapters = new Option<string[]>("--adapters", "-a")
+        {
+            Description = "Adapter folders to serve (default: make --adapters-count adapters with random weights).",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var defaults = new ServeBenchmarkOptions();
+        var count = new Option<int>("--adapters-count") { Description = "Adapters to make when --adapters is not given.", DefaultValueFactory = _ => defaults.AdapterCount };
+        var clients = new Option<int>("--clients") { Description = "Concurrent clients, each sending one request after another.", DefaultValueFactory = _ => defaults.Clients };
+        var duration = new Option<string>("--duration") { Description = "How long to measure, after the warm-up (e.g. 30s, 2m).", DefaultValueFactory = _ => "30s" };
+        var warmup = new Option<string>("--warmup") { Description = "How long to load the server before measuring (0 for none).", DefaultValueFactory = _ => "5s" };
+        var inputs = new Option<int>("--inputs-per-request") { Description = "Texts per request, each drawn at random.", DefaultValueFactory = _ => defaults.InputsPerRequest };
+        var form = new Option<string>("--form")
+        {
+            Description = "single: {adapter, inputs}; mixed: an adapter per input; both: each client alternates.",
+            DefaultValueFactory = _ => "both",
+        };
+        var timeout = new Option<string>("--request-timeout") { Description = "A request taking longer is an error.", DefaultValueFactory = _ => "30s" };
+        var texts = new Option<string?>("--texts") { Description = "File of texts to send, one a line (default: SST-2 dev sentences if found, else built-in ones)." };
+        var seed = new Option<int>("--seed") { Description = "Seeds the made adapters and each client's choice of texts.", DefaultValueFactory = _ => 0 };
+        var server = new ServerOptions();
+        var maxBatch = new Option<int>("--max-batch") { Description = "The server's inputs per forward batch.", DefaultValueFactory = _ => server.MaxBatch };
+        var forwardCost = new Option<int?>("--forward-cost")
+        {
+            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 256 on the CPU; none on a GPU).",
+        };
+        var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests.", DefaultValueFactory = _ => server.MaxWaitMs };
+        var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are 503.", DefaultValueFactory = _ => server.QueueCapacity };
+        var command = new Command("serve",
+            "Load-test the HTTP server on loopback: N clients for a duration; throughput, latency percentiles, errors, batch sizes, memory.")
+        {
+            model, vocab, device, precision, adapters, count, clients, duration, warmup, inputs, form, timeout, texts, seed, maxBatch, maxWait, forwardCost, capacity,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            var dirs = parse.GetValue(adapters) ?? [];
+            var options = new ServeBenchmarkOptions
+            {
+                Model = parse.GetValue(model) ?? (dirs.Length > 0 ? AdapterFiles.ReadManifest(dirs[0]).BaseModel.Id : BuiltInModels.MiniLmL6.Id),
+                Vocab = parse.GetValue(vocab),
+                Precision = parse.GetValue(precision)!,
+                AdapterDirs = dirs,
+                AdapterCount = parse.GetValue(count),
+                Clients = parse.GetValue(clients),
+                Duration = Seconds(parse.GetValue(duration)!, "--duration", allowZero: false),
+                Warmup = Seconds(parse.GetValue(warmup)!, "--warmup", allowZero: true),
+                InputsPerRequest = parse.GetValue(inputs),
+                Form = parse.GetValue(form) switch
+                {
+                    "single" => RequestForm.OneAdapter,
+                    "mixed" => RequestForm.PerInput,
+                    "both" => RequestForm.Alternating,
+                    var other => throw new UsageException($"--form must be single, mixed or both, got '{other}'"),
+                },
+                RequestTimeout = Seconds(parse.GetValue(timeout)!, "--request-timeout", allowZero: false),
+                Texts = parse.GetValue(texts) is { } file ? ReadTexts(file) : null,
+                Seed = parse.GetValue(seed),
+                Server = server with
+                {
+                    MaxBatch = parse.GetValue(maxBatch),
+                    MaxWaitMs = parse.GetValue(maxWait),
+                    ForwardCost = parse.GetValue(forwardCost),
+                    QueueCapacity = parse.GetValue(capacity),
+                },
+            };
+            options.Validate(); // before the model loads
+            var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            var report = ServeBenchmark.RunAsync(options, target, Run.StderrLog).GetAwaiter().GetResult();
+            PrintTable(report);
+            Console.WriteLine(JsonSerializer.Serialize(report, ServeBenchmarkReport.Json));
+            if (report.ErrorCount == 0) return 0;
+            Console.Error.WriteLine($"error: {report.ErrorCount} requests failed ({string.Join(", ", report.Errors.Select(e => $"{e.Key}: {e.Value}"))}); first: {report.FirstError}");
+            return 1;
+        }));
+        return command;
+    }
+
+    /// <summary>A duration like 30s or 2m; a bare number is seconds (not minutes, as for --time-budget).</summary>
+    static TimeSpan Seconds(string text, string option, bool allowZero)
+    {
+        var trimmed = text.Trim();
+        if (double.TryParse(trimmed, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds)
+            && (seconds > 0 || (allowZero && seconds == 0)))
+            return TimeSpan.FromSeconds(seconds);
+        if (allowZero && trimmed is "0s" or "0m") return TimeSpan.Zero;
+        return trimmed != "none" && TrainCommand.ParseDuration(trimmed, option) is { } span
+            ? span
+            : throw new UsageException($"{option}: '{text}' is not a duration like 30s or 2m");
+    }
+
+    static string[] ReadTexts(string path)
+    {
+        if (!File.Exists(path)) throw new UsageException($"--texts {path}: file not found");
+        var lines = File.ReadLines(path).Where(l => l.Trim().Length > 0).ToArray();
+        return lines.Length > 0 ? lines : throw new UsageException($"--texts {path}: the file holds no texts");
+    }
+
+    /// <summary>The report for people, on stderr; stdout keeps the one JSON line.</summary>
+    static void PrintTable(ServeBenchmarkReport r)
+    {
+        var errors = r.ErrorCount == 0 ? "0" : string.Join(", ", r.Errors.Select(e => $"{e.Key}: {e.Value}"));
+        var rows = new (string, string)[]
+        {
+            ("server", $"{r.Model} on {r.Device}, {r.Adapters} adapters, max batch {r.MaxBatch}, max wait {r.MaxWaitMs} ms, forward cost {r.ForwardCost} tokens"),
+            ("load", $"{r.Clients} clients × {r.InputsPerRequest} input(s) per request, form {r.Form}, texts: {r.Texts}"),
+            ("window", $"{r.DurationS:0.0} s after {r.WarmupS:0.#} s warm-up"),
+            ("throughput", $"{r.RequestsPerS:0.0} requests/s, {r.InputsPerS:0.0} inputs/s ({r.Requests} requests)"),
+            ("latency ms", $"mean {r.MeanMs:0.0}  p50 {r.P50Ms:0.0}  p90 {r.P90Ms:0.0}  p99 {r.P99Ms:0.0}  max {r.MaxMs:0.0}"),
+            ("errors", errors),
+            ("batches", $"{r.Batches}, mean {r.MeanBatch:0.00} inputs"),
+            ("working set MB", $"{r.WorkingSetStartMb:0.0} → {r.WorkingSetEndMb:0.0}, slope {r.WorkingSetSlopeMbPerMin:+0.00;-0.00} MB/min"),
+            ("managed heap MB", $"{r.ManagedHeapStartMb:0.0} → {r.ManagedHeapEndMb:0.0}, slope {r.ManagedHeapSlopeMbPerMin:+0.00;-0.00} MB/min"),
+            ("GCs", $"gen0 {r.Gen0Collections}, gen1 {r.Gen1Collections}, gen2 {r.Gen2Collections}"),
+        };
+        foreach (var (name, value) in rows) Console.Error.WriteLine($"{name,-16} {value}");
     }
 
     static Command Mixed()

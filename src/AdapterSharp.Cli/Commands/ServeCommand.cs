@@ -35,13 +35,17 @@ static class ServeCommand
         var port = new Option<int>("--port", "-p") { Description = "Port to bind; 0 picks a free one.", DefaultValueFactory = _ => defaults.Port };
         var apiKeyFile = new Option<string?>("--api-key-file") { Description = "File holding the key that clients send as 'Authorization: Bearer <key>'." };
         var maxBatch = new Option<int>("--max-batch") { Description = "Inputs per forward batch.", DefaultValueFactory = _ => defaults.MaxBatch };
+        var forwardCost = new Option<int?>("--forward-cost")
+        {
+            Description = "A forward's fixed cost in padded tokens: batches are cut by length where padding costs more (default 256 on the CPU; none on a GPU).",
+        };
         var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests after its first.", DefaultValueFactory = _ => defaults.MaxWaitMs };
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are answered 503.", DefaultValueFactory = _ => defaults.QueueCapacity };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body; larger ones are answered 413.", DefaultValueFactory = _ => defaults.MaxBodyBytes };
         var maxInputs = new Option<int>("--max-inputs") { Description = "Most inputs per request; more are answered 413.", DefaultValueFactory = _ => defaults.MaxInputs };
         var command = new Command("serve", "Serve predictions over HTTP for many adapters on one base model.")
         {
-            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, capacity, maxBody, maxInputs,
+            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, forwardCost, capacity, maxBody, maxInputs,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -54,6 +58,7 @@ static class ServeCommand
                 ApiKey = keyFile is null ? null : ServerOptions.ReadApiKey(keyFile),
                 MaxBatch = parse.GetValue(maxBatch),
                 MaxWaitMs = parse.GetValue(maxWait),
+                ForwardCost = parse.GetValue(forwardCost),
                 QueueCapacity = parse.GetValue(capacity),
                 MaxBodyBytes = parse.GetValue(maxBody),
                 MaxInputs = parse.GetValue(maxInputs),
