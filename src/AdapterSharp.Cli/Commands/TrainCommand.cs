@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using AdapterSharp.Adapters;
 using AdapterSharp.Data;
 using AdapterSharp.Training;
 using Spectre.Console;
@@ -28,6 +29,7 @@ static class TrainCommand
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip unusable rows (and report how many) instead of stopping." };
         var name = new Option<string?>("--name") { Description = "Adapter name (default: the task)." };
         var method = new MethodOptions();
+        var fuse = new Option<string?>("--fuse") { Description = "With --method fusion: the adapter folders to fuse, comma-separated (DIR1,DIR2,…)." };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default 1e-3; 2e-5 for full and top-k)." };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
@@ -45,12 +47,16 @@ static class TrainCommand
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
         {
             model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, fuse,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
-            var config = method.Build(parse);
+            var fuseDirs = parse.GetValue(fuse)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            bool fusion = string.Equals(parse.GetValue(method.Method), "fusion", StringComparison.OrdinalIgnoreCase);
+            if (fusion && fuseDirs is null) throw new UsageException("--method fusion needs --fuse DIR1,DIR2,… (the adapter folders to fuse)");
+            if (!fusion && fuseDirs is not null) throw new UsageException("--fuse goes with --method fusion");
+            var config = fusion ? Methods.Head with { Method = "fusion" } : method.Build(parse);
             var taskName = parse.GetValue(task) ?? (parse.GetValue(trainFile) is null ? "sst2" : null);
             var request = new TrainRequest
             {
@@ -71,11 +77,12 @@ static class TrainCommand
                     SkipBadRows = parse.GetValue(skipBad),
                 },
                 Method = config,
+                Fuse = fuseDirs,
                 AdapterName = parse.GetValue(name),
                 MaxLength = parse.GetValue(maxLength),
                 Options = new TrainOptions
                 {
-                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase ? 2e-5 : 1e-3),
+                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase ? 2e-5 : fusion ? 5e-5 : 1e-3),
                     Epochs = parse.GetValue(epochs),
                     BatchSize = parse.GetValue(batch),
                     GradientAccumulation = parse.GetValue(accumulation),

@@ -74,7 +74,20 @@ public static class AdapterFiles
 
     static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
-    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors)
+    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors) =>
+        WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
+            new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
+
+    /// <summary>SHA-256 (hex) of the adapter's weights file: what a fusion records to know it later.</summary>
+    public static string WeightsSha256(string dir)
+    {
+        using var stream = File.OpenRead(Path.Combine(dir, WeightsFile));
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
+    }
+
+    /// <summary>Writes a config and a weights file into <paramref name="dir"/> as a whole (see <see cref="AdapterFiles"/>).</summary>
+    internal static void WriteFolder(string dir, string configFile, string configJson, string weightsFile,
+        IReadOnlyDictionary<string, TensorData> tensors, Dictionary<string, string> metadata)
     {
         var target = Path.GetFullPath(dir);
         var parent = Path.GetDirectoryName(target)!;
@@ -83,9 +96,8 @@ public static class AdapterFiles
         Directory.CreateDirectory(staging);
         try
         {
-            Safetensors.Write(Path.Combine(staging, WeightsFile), tensors,
-                new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
-            File.WriteAllText(Path.Combine(staging, ConfigFile), JsonSerializer.Serialize(manifest, JsonOptions));
+            Safetensors.Write(Path.Combine(staging, weightsFile), tensors, metadata);
+            File.WriteAllText(Path.Combine(staging, configFile), configJson);
             if (Directory.Exists(target))
             {
                 var old = Path.Combine(parent, $".{Path.GetFileName(target)}.old-{Guid.NewGuid():N}");

@@ -32,6 +32,12 @@ public sealed record TrainRequest
     public DataRequest Data { get; init; } = new() { Task = "sst2" };
     public AdapterConfig Method { get; init; } = Methods.Houlsby;
     public string? AdapterName { get; init; }
+
+    /// <summary>
+    /// Adapter folders to fuse: train an AdapterFusion over them (frozen) and a new head instead of an adapter;
+    /// <see cref="Method"/> is then unused.
+    /// </summary>
+    public IReadOnlyList<string>? Fuse { get; init; }
     public TrainOptions Options { get; init; } = new();
     public int MaxLength { get; init; } = 128;
     public string Output { get; init; } = "runs/run";
@@ -90,11 +96,44 @@ public static class TrainingJob
         return model;
     }
 
+    /// <summary>
+    /// Builds the model for training a fusion: the base, the adapters in <paramref name="dirs"/> (each checked
+    /// against the base, loaded under its saved name), and fusion <paramref name="name"/> over them with a new head.
+    /// </summary>
+    public static AdapterModel CreateFusionModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
+        IReadOnlyList<string> dirs, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
+    {
+        if (dirs.Count < 2) throw new ArgumentException($"--fuse: name at least two adapter folders, got {dirs.Count}");
+        var model = AdapterModel.FromPretrained(encoder);
+        try
+        {
+            foreach (var dir in dirs)
+            {
+                var manifest = AdapterFiles.ReadManifest(dir);
+                if (loaded.FirstOrDefault(l => l.Name == manifest.Name) is { Dir: { } other })
+                    throw new ArgumentException($"--fuse: {other} and {dir} both hold an adapter named '{manifest.Name}'");
+                AdapterFiles.Load(dir, model, identity);
+                loaded.Add((manifest.Name, dir));
+            }
+            manual_seed(seed);
+            model.AddFusion(name, new FusionConfig { Adapters = loaded.Select(l => l.Name).ToArray() }, head);
+            model.ActivateFusion(name);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
     public static TrainingSummary Run(TrainRequest request, Action<string>? log = null,
         Action<Trainer>? observe = null, Device? device = null)
     {
         request.Options.Validate();
         if (request.MaxLength < 8) throw new ArgumentException($"--max-length must be at least 8, got {request.MaxLength}");
+        // Fused adapters are checked before any data or model is loaded.
+        foreach (var dir in request.Fuse ?? []) AdapterFiles.ReadManifest(dir);
         var data = LoadData(request.Data);
         if (data.Skipped > 0)
             log?.Invoke($"skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
@@ -108,26 +147,50 @@ public static class TrainingJob
         log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation examples, " +
                     (head.IsRegression ? "regression" : $"labels {string.Join(", ", head.Labels)}"));
 
-        string name = request.AdapterName ?? SafeName(data.TaskName);
+        bool fusion = request.Fuse is not null;
+        string name = request.AdapterName ?? SafeName(fusion ? $"{data.TaskName}-fusion" : data.TaskName);
         var target = device ?? CPU;
-        using var model = CreateModel(encoder, name, request.Method, head, request.Options.Seed);
+        var identity = BaseModelIdentity.Of(encoder);
+        var fused = new List<(string Name, string Dir)>();
+        using var model = fusion
+            ? CreateFusionModel(encoder, identity, name, request.Fuse!, head, request.Options.Seed, fused)
+            : CreateModel(encoder, name, request.Method, head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
         model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
-        log?.Invoke($"{request.Method.Method}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
+        if (fusion) log?.Invoke($"fusion '{name}' over {string.Join(", ", fused.Select(f => $"{f.Name} ({f.Dir})"))}");
+        log?.Invoke($"{(fusion ? "fusion" : request.Method.Method)}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
 
         var runDir = Path.GetFullPath(request.Output);
         Directory.CreateDirectory(runDir);
         var adapterDir = Path.Combine(runDir, "adapter");
         var metricsPath = Path.Combine(runDir, "metrics.jsonl");
-        var identity = BaseModelIdentity.Of(encoder);
 
         var trainer = new Trainer(model, name, request.Options, target);
         trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation);
         observe?.Invoke(trainer);
+        // The fused adapters are described once: their hashes cannot change during training (they are frozen).
+        var fusedAdapters = fused.Select(f => FusionFiles.Describe(f.Name, f.Dir, adapterDir)).ToArray();
         var result = trainer.Train(train, dev, data.Metrics, evaluation =>
+        {
+            var metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value);
+            if (fusion)
+            {
+                FusionFiles.Save(adapterDir, new FusionManifest
+                {
+                    Name = name,
+                    Adapters = fusedAdapters,
+                    Head = head,
+                    BaseModel = identity,
+                    Task = data.TaskName,
+                    MaxLength = request.MaxLength,
+                    Metrics = metrics,
+                    TrainableParameters = trainable,
+                }, model.AdapterTensors(name));
+                return;
+            }
             AdapterFiles.Save(adapterDir, new AdapterManifest
             {
                 Name = name,
@@ -136,9 +199,10 @@ public static class TrainingJob
                 BaseModel = identity,
                 Task = data.TaskName,
                 MaxLength = request.MaxLength,
-                Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
+                Metrics = metrics,
                 TrainableParameters = trainable,
-            }, model.AdapterTensors(name)));
+            }, model.AdapterTensors(name));
+        });
         return new TrainingSummary(runDir, adapterDir, result, trainable, total);
     }
 
