@@ -42,8 +42,13 @@ sealed class LoadedAdapter : IDisposable
         var manifest = AdapterFiles.ReadManifest(adapterDir);
         var encoder = Pretrained.Load(baseModel ?? manifest.BaseModel.Id, vocab, Run.StderrLog);
         var model = AdapterModel.FromPretrained(encoder);
-        AdapterFiles.Load(adapterDir, model, BaseModelIdentity.Of(encoder));
-        model.Active = manifest.Name;
+        var identity = BaseModelIdentity.Of(encoder);
+        // A stacked adapter runs on top of the adapters it was trained on: load them first, checked by hash.
+        foreach (var lower in manifest.StackedOn ?? [])
+            AdapterFiles.Load(lower.Find(adapterDir, "is stacked on", "this adapter"), model, identity, lower.Name);
+        AdapterFiles.Load(adapterDir, model, identity);
+        if (manifest.StackedOn is { Length: > 0 } stacked) model.Composition = new Stack([.. stacked.Select(a => a.Name), manifest.Name]);
+        else model.Active = manifest.Name;
         model.PrepareForInference(device, Devices.MatmulType(precision, device));
         return new LoadedAdapter(encoder, model, manifest, device);
     }

@@ -29,6 +29,7 @@ static class TrainCommand
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip unusable rows (and report how many) instead of stopping." };
         var name = new Option<string?>("--name") { Description = "Adapter name (default: the task)." };
         var method = new MethodOptions();
+        var stack = new Option<string?>("--stack") { Description = "Train the new adapter on top of these frozen adapter folders (comma-separated, bottom first): Stack(DIR…, new)." };
         var fuse = new Option<string?>("--fuse") { Description = "With --method fusion: the adapter folders to fuse, comma-separated (DIR1,DIR2,…)." };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default 1e-3; 2e-5 for full and top-k)." };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 3 };
@@ -47,7 +48,7 @@ static class TrainCommand
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter.")
         {
             model, vocab, device, precision, task, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, fuse,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, fuse, stack,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -78,6 +79,7 @@ static class TrainCommand
                 },
                 Method = config,
                 Fuse = fuseDirs,
+                Stack = parse.GetValue(stack)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 AdapterName = parse.GetValue(name),
                 MaxLength = parse.GetValue(maxLength),
                 Options = new TrainOptions

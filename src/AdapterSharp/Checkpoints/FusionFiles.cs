@@ -6,21 +6,6 @@ using AdapterSharp.Model;
 
 namespace AdapterSharp.Checkpoints;
 
-/// <summary>One adapter a fusion attends over: its name, where its folder was, and its weights' hash.</summary>
-public sealed record FusedAdapter
-{
-    [JsonPropertyName("name")] public string Name { get; init; } = "";
-
-    /// <summary>The adapter folder relative to the fusion folder (tried first, so that moving both together works).</summary>
-    [JsonPropertyName("path")] public string Path { get; init; } = "";
-
-    /// <summary>The adapter folder's absolute path when the fusion was saved (tried second).</summary>
-    [JsonPropertyName("absolute_path")] public string AbsolutePath { get; init; } = "";
-
-    /// <summary>SHA-256 of its <c>adapter_model.safetensors</c>: the fusion was trained on exactly these weights.</summary>
-    [JsonPropertyName("weights_sha256")] public string WeightsSha256 { get; init; } = "";
-}
-
 /// <summary>Everything <c>fusion_config.json</c> holds.</summary>
 public sealed record FusionManifest
 {
@@ -29,7 +14,7 @@ public sealed record FusionManifest
     [JsonPropertyName("format")] public string Format { get; init; } = FormatName;
     [JsonPropertyName("format_version")] public int FormatVersion { get; init; } = 1;
     [JsonPropertyName("name")] public string Name { get; init; } = "";
-    [JsonPropertyName("adapters")] public FusedAdapter[] Adapters { get; init; } = [];
+    [JsonPropertyName("adapters")] public AdapterReference[] Adapters { get; init; } = [];
     [JsonPropertyName("head")] public HeadConfig Head { get; init; } = new();
     [JsonPropertyName("base_model")] public BaseModelIdentity BaseModel { get; init; } = new();
     [JsonPropertyName("task")] public string? Task { get; init; }
@@ -53,15 +38,6 @@ public static class FusionFiles
     static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
     public static bool IsFusionFolder(string dir) => File.Exists(Path.Combine(dir, ConfigFile));
-
-    /// <summary>Describes the adapter loaded from <paramref name="adapterDir"/> as the fusion in <paramref name="fusionDir"/> will record it.</summary>
-    public static FusedAdapter Describe(string name, string adapterDir, string fusionDir) => new()
-    {
-        Name = name,
-        Path = System.IO.Path.GetRelativePath(System.IO.Path.GetFullPath(fusionDir), System.IO.Path.GetFullPath(adapterDir)),
-        AbsolutePath = System.IO.Path.GetFullPath(adapterDir),
-        WeightsSha256 = AdapterFiles.WeightsSha256(adapterDir),
-    };
 
     public static void Save(string dir, FusionManifest manifest, IReadOnlyDictionary<string, TensorData> tensors) =>
         AdapterFiles.WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
@@ -117,15 +93,7 @@ public static class FusionFiles
             if (model.Adapters.ContainsKey(adapter.Name)) continue;
             if (!loadAdapters)
                 throw new ModelFormatException($"{dir}: fuses adapter '{adapter.Name}', which is not loaded (loaded: {string.Join(", ", model.Adapters.Keys)})");
-            var candidates = new[] { Path.Combine(dir, adapter.Path), adapter.AbsolutePath }.Where(p => p.Length > 0).ToArray();
-            var found = candidates.FirstOrDefault(p => File.Exists(Path.Combine(p, AdapterFiles.ConfigFile)))
-                        ?? throw new ModelFormatException(
-                            $"{dir}: fuses adapter '{adapter.Name}', but its folder is missing (looked in {string.Join(" and ", candidates.Distinct())})");
-            var hash = AdapterFiles.WeightsSha256(found);
-            if (!string.Equals(hash, adapter.WeightsSha256, StringComparison.OrdinalIgnoreCase))
-                throw new ModelFormatException(
-                    $"{dir}: adapter '{adapter.Name}' in {found} is not the one this fusion was trained on (weights sha256 {hash[..12]}…, expected {Short(adapter.WeightsSha256)})");
-            AdapterFiles.Load(found, model, baseModel, adapter.Name);
+            AdapterFiles.Load(adapter.Find(dir, "fuses", "this fusion"), model, baseModel, adapter.Name);
         }
         var weightsPath = Path.Combine(dir, WeightsFile);
         var tensors = Safetensors.Read(weightsPath);
@@ -139,7 +107,5 @@ public static class FusionFiles
         }
         model.ActivateFusion(manifest.Name);
         return manifest;
-
-        static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
     }
 }

@@ -38,6 +38,12 @@ public sealed record TrainRequest
     /// <see cref="Method"/> is then unused.
     /// </summary>
     public IReadOnlyList<string>? Fuse { get; init; }
+
+    /// <summary>
+    /// Adapter folders to train the new adapter on top of, bottom first: they load frozen, and the new adapter
+    /// trains as the last of <c>Stack(…, new)</c>.
+    /// </summary>
+    public IReadOnlyList<string>? Stack { get; init; }
     public TrainOptions Options { get; init; } = new();
     public int MaxLength { get; init; } = 128;
     public string Output { get; init; } = "runs/run";
@@ -107,14 +113,7 @@ public static class TrainingJob
         var model = AdapterModel.FromPretrained(encoder);
         try
         {
-            foreach (var dir in dirs)
-            {
-                var manifest = AdapterFiles.ReadManifest(dir);
-                if (loaded.FirstOrDefault(l => l.Name == manifest.Name) is { Dir: { } other })
-                    throw new ArgumentException($"--fuse: {other} and {dir} both hold an adapter named '{manifest.Name}'");
-                AdapterFiles.Load(dir, model, identity);
-                loaded.Add((manifest.Name, dir));
-            }
+            LoadAll(model, dirs, identity, loaded, "--fuse");
             manual_seed(seed);
             model.AddFusion(name, new FusionConfig { Adapters = loaded.Select(l => l.Name).ToArray() }, head);
             model.ActivateFusion(name);
@@ -127,13 +126,53 @@ public static class TrainingJob
         }
     }
 
+    /// <summary>
+    /// Builds the model for training adapter <paramref name="name"/> on top of the adapters in
+    /// <paramref name="dirs"/> (loaded frozen under their saved names): <c>Stack(…, name)</c> is active.
+    /// </summary>
+    public static AdapterModel CreateStackedModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
+        IReadOnlyList<string> dirs, AdapterConfig method, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
+    {
+        var model = AdapterModel.FromPretrained(encoder);
+        try
+        {
+            LoadAll(model, dirs, identity, loaded, "--stack");
+            if (loaded.Any(l => l.Name == name))
+                throw new ArgumentException($"--stack: the new adapter's name '{name}' is taken by a stacked one; pass --name");
+            manual_seed(seed);
+            model.AddAdapter(name, method, head);
+            model.Composition = new Stack([.. loaded.Select(l => l.Name), name]);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    static void LoadAll(AdapterModel model, IReadOnlyList<string> dirs, BaseModelIdentity identity, List<(string Name, string Dir)> loaded, string option)
+    {
+        foreach (var dir in dirs)
+        {
+            var manifest = AdapterFiles.ReadManifest(dir);
+            if (loaded.FirstOrDefault(l => l.Name == manifest.Name) is { Dir: { } other })
+                throw new ArgumentException($"{option}: {other} and {dir} both hold an adapter named '{manifest.Name}'");
+            if (manifest.StackedOn is { Length: > 0 })
+                throw new ArgumentException($"{option}: {dir} is itself stacked on other adapters; name them all instead");
+            AdapterFiles.Load(dir, model, identity);
+            loaded.Add((manifest.Name, dir));
+        }
+    }
+
     public static TrainingSummary Run(TrainRequest request, Action<string>? log = null,
         Action<Trainer>? observe = null, Device? device = null)
     {
         request.Options.Validate();
         if (request.MaxLength < 8) throw new ArgumentException($"--max-length must be at least 8, got {request.MaxLength}");
-        // Fused adapters are checked before any data or model is loaded.
-        foreach (var dir in request.Fuse ?? []) AdapterFiles.ReadManifest(dir);
+        if (request.Fuse is not null && request.Stack is not null) throw new ArgumentException("--fuse and --stack exclude each other");
+        // Fused and stacked adapters are checked before any data or model is loaded.
+        foreach (var dir in request.Fuse ?? request.Stack ?? []) AdapterFiles.ReadManifest(dir);
         var data = LoadData(request.Data);
         if (data.Skipped > 0)
             log?.Invoke($"skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
@@ -151,16 +190,17 @@ public static class TrainingJob
         string name = request.AdapterName ?? SafeName(fusion ? $"{data.TaskName}-fusion" : data.TaskName);
         var target = device ?? CPU;
         var identity = BaseModelIdentity.Of(encoder);
-        var fused = new List<(string Name, string Dir)>();
-        using var model = fusion
-            ? CreateFusionModel(encoder, identity, name, request.Fuse!, head, request.Options.Seed, fused)
+        var lower = new List<(string Name, string Dir)>(); // the fused or stacked adapters
+        using var model = fusion ? CreateFusionModel(encoder, identity, name, request.Fuse!, head, request.Options.Seed, lower)
+            : request.Stack is { } stack ? CreateStackedModel(encoder, identity, name, stack, request.Method, head, request.Options.Seed, lower)
             : CreateModel(encoder, name, request.Method, head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
         model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
-        if (fusion) log?.Invoke($"fusion '{name}' over {string.Join(", ", fused.Select(f => $"{f.Name} ({f.Dir})"))}");
+        if (lower.Count > 0)
+            log?.Invoke($"{(fusion ? "fusion" : "stack")} '{name}' over {string.Join(", ", lower.Select(f => $"{f.Name} ({f.Dir})"))}");
         log?.Invoke($"{(fusion ? "fusion" : request.Method.Method)}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
 
         var runDir = Path.GetFullPath(request.Output);
@@ -171,8 +211,8 @@ public static class TrainingJob
         var trainer = new Trainer(model, name, request.Options, target);
         trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation);
         observe?.Invoke(trainer);
-        // The fused adapters are described once: their hashes cannot change during training (they are frozen).
-        var fusedAdapters = fused.Select(f => FusionFiles.Describe(f.Name, f.Dir, adapterDir)).ToArray();
+        // Described once: the fused or stacked adapters are frozen, so their hashes cannot change during training.
+        var references = lower.Select(f => AdapterReference.Describe(f.Name, f.Dir, adapterDir)).ToArray();
         var result = trainer.Train(train, dev, data.Metrics, evaluation =>
         {
             var metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value);
@@ -181,7 +221,7 @@ public static class TrainingJob
                 FusionFiles.Save(adapterDir, new FusionManifest
                 {
                     Name = name,
-                    Adapters = fusedAdapters,
+                    Adapters = references,
                     Head = head,
                     BaseModel = identity,
                     Task = data.TaskName,
@@ -201,6 +241,7 @@ public static class TrainingJob
                 MaxLength = request.MaxLength,
                 Metrics = metrics,
                 TrainableParameters = trainable,
+                StackedOn = request.Stack is null ? null : references,
             }, model.AdapterTensors(name));
         });
         return new TrainingSummary(runDir, adapterDir, result, trainable, total);

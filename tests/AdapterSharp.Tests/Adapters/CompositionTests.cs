@@ -293,7 +293,7 @@ public class CompositionTests
         FusionFiles.Save(fusionDir, new FusionManifest
         {
             Name = "f",
-            Adapters = new[] { "a", "b" }.Select(n => FusionFiles.Describe(n, Path.Combine(root, n), fusionDir)).ToArray(),
+            Adapters = new[] { "a", "b" }.Select(n => AdapterReference.Describe(n, Path.Combine(root, n), fusionDir)).ToArray(),
             Head = TwoLabels,
             BaseModel = TinyIdentity,
         }, model.AdapterTensors("f"));

@@ -3,8 +3,11 @@ using AdapterSharp.Tests.Checkpoints;
 
 namespace AdapterSharp.Tests.Cli;
 
-/// <summary><c>train --method fusion --fuse …</c> end to end on the tiny model and task, then <c>eval</c> on the fusion folder.</summary>
-public sealed class FusionCommandTests : IDisposable
+/// <summary>
+/// <c>train --method fusion --fuse …</c> and <c>train --stack …</c> end to end on the tiny model and task, then
+/// <c>eval</c> on what they saved.
+/// </summary>
+public sealed class CompositionCommandTests : IDisposable
 {
     readonly TempDirectory dir = new();
     readonly string modelDir = TinyTask.CreateModelDir(seed: 1);
@@ -53,6 +56,26 @@ public sealed class FusionCommandTests : IDisposable
         var missing = CliRunner.Run(["eval", "--adapter", fusionDir, "--dev", Path.Combine(dir.Path, "dev.tsv"),
             "--text-column", "sentence", "--label-column", "label"], workingDirectory: dir.Path);
         CliAssert.OneLineError(missing, "fuses adapter 'b'", "missing");
+    }
+
+    [Fact]
+    public void Stack_trains_a_new_adapter_on_top_of_a_frozen_one_and_eval_loads_both()
+    {
+        var a = Train("--name", "a", "--adapter-size", "8", "--output", "runs/a");
+        Assert.True(a.ExitCode == 0, a.ToString());
+        var b = Train("--name", "b", "--adapter-size", "8", "--stack", "runs/a/adapter", "--output", "runs/b");
+        Assert.True(b.ExitCode == 0, b.ToString());
+        Assert.Contains("stack 'b' over a", b.Stderr);
+        var adapterDir = Path.Combine(dir.Path, "runs/b/adapter");
+        Assert.Equal("a", Assert.Single(AdapterFiles.ReadManifest(adapterDir).StackedOn!).Name);
+
+        string[] evalB = ["eval", "--adapter", adapterDir, "--dev", Path.Combine(dir.Path, "dev.tsv"), "--text-column", "sentence", "--label-column", "label"];
+        var eval = CliRunner.Run(evalB, workingDirectory: dir.Path);
+        Assert.True(eval.ExitCode == 0, eval.ToString());
+        Assert.Contains("\"adapter\":\"b\"", eval.Stdout);
+
+        Directory.Delete(Path.Combine(dir.Path, "runs/a"), recursive: true);
+        CliAssert.OneLineError(CliRunner.Run(evalB, workingDirectory: dir.Path), "is stacked on adapter 'a'", "missing");
     }
 
     [Fact]
