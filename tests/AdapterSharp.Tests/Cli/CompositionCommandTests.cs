@@ -51,6 +51,9 @@ public sealed class CompositionCommandTests : IDisposable
         Assert.True(eval.ExitCode == 0, eval.ToString());
         Assert.Contains("\"adapter\":\"train-fusion\"", eval.Stdout);
         Assert.Contains("\"accuracy\":", eval.Stdout);
+        var predict = CliRunner.Run(["predict", "--adapter", fusionDir, "good w1 w2"], workingDirectory: dir.Path);
+        Assert.True(predict.ExitCode == 0, predict.ToString());
+        Assert.Contains("\"probabilities\":", predict.Stdout);
 
         Directory.Delete(Path.Combine(dir.Path, "runs/b"), recursive: true);
         var missing = CliRunner.Run(["eval", "--adapter", fusionDir, "--dev", Path.Combine(dir.Path, "dev.tsv"),
