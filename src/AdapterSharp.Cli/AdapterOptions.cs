@@ -10,7 +10,7 @@ static class AdapterOptions
 {
     public static Option<string> Adapter() => new("--adapter", "-a")
     {
-        Description = "Adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/<run>/adapter.",
+        Description = "Adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/<run>/adapter; or a fusion folder (fusion_config.json), whose adapters load from the folders it records.",
         Required = true,
     };
 
@@ -20,7 +20,7 @@ static class AdapterOptions
     };
 }
 
-/// <summary>A base model with one adapter loaded from its folder and made active.</summary>
+/// <summary>A base model with one adapter (or one fusion and the adapters it fuses) loaded from its folder and made active.</summary>
 sealed class LoadedAdapter : IDisposable
 {
     LoadedAdapter(PretrainedEncoder encoder, AdapterModel model, AdapterManifest manifest, Device device)
@@ -38,12 +38,40 @@ sealed class LoadedAdapter : IDisposable
 
     public static LoadedAdapter Open(string adapterDir, string? baseModel, string? vocab, Device device, string precision = "auto")
     {
+        if (FusionFiles.IsFusionFolder(adapterDir)) return OpenFusion(adapterDir, baseModel, vocab, device, precision);
         var manifest = AdapterFiles.ReadManifest(adapterDir);
         var encoder = Pretrained.Load(baseModel ?? manifest.BaseModel.Id, vocab, Run.StderrLog);
         var model = AdapterModel.FromPretrained(encoder);
-        AdapterFiles.Load(adapterDir, model, BaseModelIdentity.Of(encoder));
-        model.Active = manifest.Name;
+        var identity = BaseModelIdentity.Of(encoder);
+        // A stacked adapter runs on top of the adapters it was trained on: load them first, checked by hash.
+        foreach (var lower in manifest.StackedOn ?? [])
+            AdapterFiles.Load(lower.Find(adapterDir, "is stacked on", "this adapter"), model, identity, lower.Name);
+        AdapterFiles.Load(adapterDir, model, identity);
+        if (manifest.StackedOn is { Length: > 0 } stacked) model.Composition = new Stack([.. stacked.Select(a => a.Name), manifest.Name]);
+        else model.Active = manifest.Name;
         model.PrepareForInference(device, Devices.MatmulType(precision, device));
+        return new LoadedAdapter(encoder, model, manifest, device);
+    }
+
+    static LoadedAdapter OpenFusion(string fusionDir, string? baseModel, string? vocab, Device device, string precision)
+    {
+        var fusion = FusionFiles.ReadManifest(fusionDir);
+        var encoder = Pretrained.Load(baseModel ?? fusion.BaseModel.Id, vocab, Run.StderrLog);
+        var model = AdapterModel.FromPretrained(encoder);
+        FusionFiles.Load(fusionDir, model, BaseModelIdentity.Of(encoder));
+        model.PrepareForInference(device, Devices.MatmulType(precision, device));
+        // What eval and predict read of a manifest: name, task, head, length, base.
+        var manifest = new AdapterManifest
+        {
+            Name = fusion.Name,
+            Config = Methods.Head with { Method = "fusion" },
+            Head = fusion.Head,
+            BaseModel = fusion.BaseModel,
+            Task = fusion.Task,
+            MaxLength = fusion.MaxLength,
+            Metrics = fusion.Metrics,
+            TrainableParameters = fusion.TrainableParameters,
+        };
         return new LoadedAdapter(encoder, model, manifest, device);
     }
 

@@ -8,7 +8,7 @@ sealed class MethodOptions
 {
     public readonly Option<string> Method = new("--method")
     {
-        Description = $"Tuning method: {Methods.Names}.",
+        Description = $"Tuning method: {Methods.Names}; fusion (AdapterFusion over --fuse adapters, train only).",
         DefaultValueFactory = _ => "houlsby",
     };
     public readonly Option<int?> AdapterSize = new("--adapter-size") { Description = "Bottleneck size m (per head for multihead). Default 64." };

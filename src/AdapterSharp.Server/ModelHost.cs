@@ -76,6 +76,8 @@ public sealed class ModelHost : IDisposable
         name ??= manifest.Name;
         if (adapters.ContainsKey(name))
             throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
+        if (manifest.StackedOn is { Length: > 0 } stacked)
+            throw new ModelFormatException($"{dir}: this adapter runs on top of '{stacked[^1].Name}' (train --stack); the server runs single adapters only");
         // Such an adapter would change what every other adapter computes.
         if (manifest.Config.ModifiesBase)
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");

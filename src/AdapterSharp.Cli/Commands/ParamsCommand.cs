@@ -1,4 +1,5 @@
 using System.CommandLine;
+using AdapterSharp.Adapters;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Heads;
 using AdapterSharp.Training;
@@ -21,9 +22,16 @@ static class ParamsCommand
             int outputs = parse.GetValue(labels);
             if (outputs < 1) throw new UsageException($"--num-labels must be at least 1, got {outputs}");
             var head = outputs == 1 ? HeadConfig.Regression() : HeadConfig.Classification(Enumerable.Range(0, outputs).Select(i => i.ToString()));
-            var config = method.Build(parse);
+            bool fusion = string.Equals(parse.GetValue(method.Method), "fusion", StringComparison.OrdinalIgnoreCase);
+            var config = fusion ? Methods.Houlsby : method.Build(parse);
             var encoder = Pretrained.Load(parse.GetValue(model)!, parse.GetValue(vocab), Run.StderrLog);
-            using var adapterModel = TrainingJob.CreateModel(encoder, "task", config, head, seed: 0);
+            using var adapterModel = TrainingJob.CreateModel(encoder, fusion ? "a" : "task", config, head, seed: 0);
+            if (fusion)
+            {
+                // What a fusion trains does not depend on how many adapters it fuses, only on their sites (houlsby: two per layer).
+                adapterModel.AddAdapter("b", config, head);
+                adapterModel.AddFusion("task", new FusionConfig { Adapters = ["a", "b"] }, head);
+            }
             long trainable = adapterModel.TrainOnly("task").Sum(p => p.Parameter.numel());
             long total = adapterModel.parameters().Sum(p => p.numel());
             Console.WriteLine($"trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using AdapterSharp.Adapters;
 using AdapterSharp.Data;
 using AdapterSharp.Training;
 using Spectre.Console;
@@ -39,6 +40,8 @@ static class TrainCommand
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip unusable rows (and report how many) instead of stopping." };
         var name = new Option<string?>("--name") { Description = "Adapter name (default: the task)." };
         var method = new MethodOptions();
+        var stack = new Option<string?>("--stack") { Description = "Train the new adapter on top of these frozen adapter folders (comma-separated, bottom first): Stack(DIR…, new)." };
+        var fuse = new Option<string?>("--fuse") { Description = "With --method fusion: the adapter folders to fuse, comma-separated (DIR1,DIR2,…)." };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default 1e-3; 2e-5 for full and top-k)." };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
@@ -57,14 +60,19 @@ static class TrainCommand
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
             model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fuse, stack,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
-            var config = method.Build(parse);
+            var fuseDirs = parse.GetValue(fuse)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            bool fusion = string.Equals(parse.GetValue(method.Method), "fusion", StringComparison.OrdinalIgnoreCase);
+            if (fusion && fuseDirs is null) throw new UsageException("--method fusion needs --fuse DIR1,DIR2,… (the adapter folders to fuse)");
+            if (!fusion && fuseDirs is not null) throw new UsageException("--fuse goes with --method fusion");
+            var config = fusion ? Methods.Head with { Method = "fusion" } : method.Build(parse);
             var taskList = parse.GetValue(tasks) is { } list ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression]) : null;
             if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
+            if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
             var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, torchDevice);
             if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
@@ -89,11 +97,13 @@ static class TrainCommand
                     SkipBadRows = parse.GetValue(skipBad),
                 },
                 Method = config,
+                Fuse = fuseDirs,
+                Stack = parse.GetValue(stack)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 AdapterName = parse.GetValue(name),
                 MaxLength = parse.GetValue(maxLength),
                 Options = new TrainOptions
                 {
-                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase ? 2e-5 : 1e-3),
+                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase ? 2e-5 : fusion ? 5e-5 : 1e-3),
                     Epochs = parse.GetValue(epochs),
                     BatchSize = parse.GetValue(batch),
                     GradientAccumulation = parse.GetValue(accumulation),

@@ -132,14 +132,18 @@ public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
     /// <c>LayerNorm(h + A(h) + residual)</c> in series, <c>LayerNorm(h + A(residual) + residual)</c> in parallel,
     /// with the adapter's own LayerNorm if it trains one; the base model's sublayer when no adapter is active here.
     /// In a mixed batch (<see cref="ForwardContext.RowAdapters"/> set) each row gets its own adapter.
+    /// With a composition set (<see cref="ForwardContext.Composition"/>), the adapters combine as it says.
     /// </summary>
     /// <param name="sublayer">(B, T, d) output of the sublayer's projection (after dropout).</param>
     /// <param name="residual">(B, T, d) the sublayer's input.</param>
     /// <param name="baseLayerNorm">The site's pretrained LayerNorm.</param>
-    public Tensor Apply(Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm)
+    /// <param name="fusions">The site's AdapterFusion layers.</param>
+    public Tensor Apply(Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm, NamedModules<AdapterFusion> fusions)
     {
         if (context.RowAdapters is { } rows)
             return StackFor(rows).Apply(sublayer, residual, rows.Index, baseLayerNorm, context);
+        if (context.Composition is { } composition)
+            return composition is Fuse fuse ? ApplyFuse(fuse, sublayer, residual, baseLayerNorm, fusions) : ApplyStack(composition, sublayer, residual, baseLayerNorm);
         var adapter = ActiveAdapter;
         if (adapter is null) return baseLayerNorm.call(sublayer + residual);
         if (adapter.HasBottleneck)
@@ -147,12 +151,47 @@ public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
         return (adapter.LayerNorm ?? baseLayerNorm).call(sublayer + residual);
     }
 
-    /// <summary>The site's LayerNorm where it has no sublayer (the embeddings): the adapter's copy, or the base's.</summary>
+    /// <summary>
+    /// The site's LayerNorm where it has no sublayer (the embeddings): the adapter's copy, or the base's. A stack
+    /// uses its last adapter's copy, a fusion the base's.
+    /// </summary>
     /// <param name="hidden">(B, T, d).</param>
-    public Tensor Normalize(Tensor hidden, LayerNorm baseLayerNorm) =>
-        context.RowAdapters is { } rows
-            ? StackFor(rows).Normalize(hidden, rows.Index, baseLayerNorm)
-            : (ActiveAdapter?.LayerNorm ?? baseLayerNorm).call(hidden);
+    public Tensor Normalize(Tensor hidden, LayerNorm baseLayerNorm)
+    {
+        if (context.RowAdapters is { } rows) return StackFor(rows).Normalize(hidden, rows.Index, baseLayerNorm);
+        if (context.Composition is { } composition)
+            return (composition is Stack ? LastPresent(composition)?.LayerNorm ?? baseLayerNorm : baseLayerNorm).call(hidden);
+        return (ActiveAdapter?.LayerNorm ?? baseLayerNorm).call(hidden);
+    }
+
+    /// <summary>Each adapter of the stack present here, in turn, on what the one before produced.</summary>
+    Tensor ApplyStack(AdapterComposition stack, Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm)
+    {
+        foreach (var name in stack.Adapters)
+            if (TryGet(name, out var adapter) && adapter.HasBottleneck)
+                sublayer = sublayer + adapter.call(adapter.IsParallel ? residual : sublayer);
+        return (LastPresent(stack)?.LayerNorm ?? baseLayerNorm).call(sublayer + residual);
+    }
+
+    Adapter? LastPresent(AdapterComposition composition)
+    {
+        for (int i = composition.Adapters.Count - 1; i >= 0; i--)
+            if (TryGet(composition.Adapters[i], out var adapter)) return adapter;
+        return null;
+    }
+
+    /// <summary>The fusion's mix of its adapters' outputs where it has a layer here; the base sublayer elsewhere.</summary>
+    Tensor ApplyFuse(Fuse fuse, Tensor sublayer, Tensor residual, LayerNorm baseLayerNorm, NamedModules<AdapterFusion> fusions)
+    {
+        if (!fusions.TryGet(fuse.Fusion, out var fusion)) return baseLayerNorm.call(sublayer + residual);
+        var outputs = new Tensor[fuse.Adapters.Count];
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var adapter = this[fuse.Adapters[i]];
+            outputs[i] = sublayer + adapter.call(adapter.IsParallel ? residual : sublayer); // (B, T, d)
+        }
+        return fusion.LayerNorm.call(fusion.Mix(sublayer, outputs) + residual);
+    }
 
     /// <summary>Stacks this site's share of <paramref name="names"/> for mixed batches (see <see cref="RowStack"/>).</summary>
     internal void BuildRowStack(IReadOnlyList<string> names, LayerNorm baseLayerNorm)

@@ -17,6 +17,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     readonly BertModel bert;
     readonly NamedModules<PredictionHead> heads;
     readonly Dictionary<string, AdapterConfig> configs = new(StringComparer.Ordinal);
+    readonly Dictionary<string, FusionConfig> fusions = new(StringComparer.Ordinal);
     RowStacks? rowStacks; // what the sites' mixed-batch stacks were built for; null: not built
 
     public AdapterModel(BertModel bert) : base(nameof(AdapterModel))
@@ -42,9 +43,10 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public BertModel Bert => bert;
     public BertConfig Config => bert.Config;
     public IReadOnlyDictionary<string, AdapterConfig> Adapters => configs;
+    public IReadOnlyDictionary<string, FusionConfig> Fusions => fusions;
     public PredictionHead Head(string name) => heads[name];
 
-    /// <summary>The active adapter (and head), or null for none.</summary>
+    /// <summary>The active adapter (and head), or null for none. Setting it ends any <see cref="Composition"/>.</summary>
     public string? Active
     {
         get => bert.Context.ActiveAdapter;
@@ -52,8 +54,48 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         {
             if (value is not null && !configs.ContainsKey(value))
                 throw new ArgumentException($"no adapter named '{value}' (loaded: {string.Join(", ", configs.Keys)})");
+            bert.Context.Composition = null;
             bert.Context.ActiveAdapter = value;
         }
+    }
+
+    /// <summary>
+    /// The active combination of adapters (<see cref="Stack"/>, <see cref="Fuse"/>) and its head, or null. Setting
+    /// it clears <see cref="Active"/>; setting <see cref="Active"/> clears it.
+    /// </summary>
+    public AdapterComposition? Composition
+    {
+        get => bert.Context.Composition;
+        set
+        {
+            if (value is not null) CheckComposition(value);
+            bert.Context.ActiveAdapter = null;
+            bert.Context.Composition = value;
+        }
+    }
+
+    void CheckComposition(AdapterComposition composition)
+    {
+        foreach (var name in composition.Adapters)
+            if (!configs.ContainsKey(name))
+                throw new ArgumentException($"{composition}: no adapter named '{name}' (loaded: {string.Join(", ", configs.Keys)})");
+        if (composition.Adapters.FirstOrDefault(n => configs[n].ModifiesBase) is { } owner)
+            throw new ArgumentException($"{composition}: adapter '{owner}' ({configs[owner].Method}) changes base weights and cannot be combined");
+        if (composition is Fuse fuse)
+        {
+            if (!fusions.TryGetValue(fuse.Fusion, out var config))
+                throw new ArgumentException($"{composition}: no fusion named '{fuse.Fusion}' (loaded: {string.Join(", ", fusions.Keys)})");
+            if (!config.Adapters.Order(StringComparer.Ordinal).SequenceEqual(fuse.Adapters.Order(StringComparer.Ordinal)))
+                throw new ArgumentException($"{composition}: fusion '{fuse.Fusion}' was made for ({string.Join(", ", config.Adapters)})");
+        }
+    }
+
+    /// <summary>Activates fusion <paramref name="name"/> over the adapters it was made for.</summary>
+    public void ActivateFusion(string name)
+    {
+        if (!fusions.TryGetValue(name, out var config))
+            throw new ArgumentException($"no fusion named '{name}' (loaded: {string.Join(", ", fusions.Keys)})");
+        Composition = new Fuse(name, config.Adapters);
     }
 
     /// <summary>
@@ -63,7 +105,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public void AddAdapter(string name, AdapterConfig config, HeadConfig head)
     {
         ValidateName(name);
-        if (configs.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
+        if (configs.ContainsKey(name) || fusions.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
         config.Validate(Config.NumHiddenLayers);
         // Full and top-k write into the shared base itself, which every other adapter (and the bare model) reads.
         if (config.ModifiesBase && configs.Count > 0)
@@ -97,34 +139,89 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         }
     }
 
-    /// <summary>Removes an adapter and its head; the base and the other adapters are untouched.</summary>
+    /// <summary>
+    /// Adds AdapterFusion <paramref name="name"/> over the loaded adapters <paramref name="config"/> names: a
+    /// fusion layer (<see cref="AdapterFusion"/>) at every site where all of them have a bottleneck, under
+    /// <c>….fusion.&lt;name&gt;.</c>, and a new head. Train it with <see cref="TrainOnly"/>, which freezes the adapters.
+    /// </summary>
+    public void AddFusion(string name, FusionConfig config, HeadConfig head)
+    {
+        ValidateName(name);
+        if (configs.ContainsKey(name) || fusions.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
+        config.Validate();
+        foreach (var adapter in config.Adapters)
+        {
+            if (!configs.TryGetValue(adapter, out var adapterConfig))
+                throw new ArgumentException($"fusion '{name}' fuses adapter '{adapter}', which is not loaded (loaded: {string.Join(", ", configs.Keys)})");
+            if (adapterConfig.ModifiesBase)
+                throw new ArgumentException($"fusion '{name}': adapter '{adapter}' ({adapterConfig.Method}) changes base weights and cannot be fused");
+        }
+        var sites = Sites().Where(s => s.Fusions is not null && config.Adapters.All(a => s.Site.TryGet(a, out var x) && x.HasBottleneck)).ToList();
+        if (sites.Count == 0)
+            throw new ArgumentException($"fusion '{name}': the adapters ({string.Join(", ", config.Adapters)}) share no site where all have a bottleneck");
+        var device = bert.Embeddings.LayerNorm.weight!.device;
+        foreach (var (_, layerNorm, site) in sites)
+        {
+            var fusion = new AdapterFusion(Config.HiddenSize, layerNorm, bert.Context);
+            if (device.type != DeviceType.CPU) fusion.to(device);
+            site!.Add(name, fusion);
+        }
+        heads.Add(name, new PredictionHead(Config.HiddenSize, Config.HiddenDropoutProb, head));
+        if (device.type != DeviceType.CPU) heads[name].to(device);
+        fusions[name] = config;
+    }
+
+    /// <summary>Removes an adapter or a fusion, and its head; the base and the others are untouched.</summary>
     public void RemoveAdapter(string name)
     {
-        if (!configs.Remove(name)) throw new ArgumentException($"no adapter named '{name}'");
-        foreach (var (site, _) in Sites()) site.Remove(name);
+        if (fusions.Remove(name))
+        {
+            foreach (var (_, _, site) in Sites()) site?.Remove(name);
+            heads.Remove(name);
+            if ((Composition as Fuse)?.Fusion == name) bert.Context.Composition = null;
+            return;
+        }
+        if (!configs.ContainsKey(name)) throw new ArgumentException($"no adapter named '{name}'");
+        if (fusions.FirstOrDefault(f => f.Value.Adapters.Contains(name)) is { Key: { } fusion })
+            throw new ArgumentException($"adapter '{name}' is fused by '{fusion}': remove the fusion first");
+        configs.Remove(name);
+        foreach (var (site, _, _) in Sites()) site.Remove(name);
         heads.Remove(name);
         if (Active == name) Active = null;
+        if (Composition?.Adapters.Contains(name) == true) bert.Context.Composition = null;
         InvalidateRowStacks();
     }
 
-    /// <summary>Every adapter site with the base LayerNorm it replaces.</summary>
-    IEnumerable<(AdapterSite Site, LayerNorm LayerNorm)> Sites()
+    /// <summary>Every adapter site with the base LayerNorm it replaces and its fusion layers (none at the embeddings).</summary>
+    IEnumerable<(AdapterSite Site, LayerNorm LayerNorm, NamedModules<AdapterFusion>? Fusions)> Sites()
     {
-        yield return (bert.Embeddings.Adapters, bert.Embeddings.LayerNorm);
+        yield return (bert.Embeddings.Adapters, bert.Embeddings.LayerNorm, null);
         foreach (var layer in bert.Encoder.Layers)
         {
-            yield return (layer.Attention.Output.Adapters, layer.Attention.Output.LayerNorm);
-            yield return (layer.Output.Adapters, layer.Output.LayerNorm);
+            yield return (layer.Attention.Output.Adapters, layer.Attention.Output.LayerNorm, layer.Attention.Output.Fusion);
+            yield return (layer.Output.Adapters, layer.Output.LayerNorm, layer.Output.Fusion);
         }
     }
 
     /// <summary>
+    /// Makes <paramref name="name"/> what the forward pass runs: a fusion with the adapters it fuses, the top of the
+    /// current <see cref="Stack"/> as it is, or else the adapter alone.
+    /// </summary>
+    public void Activate(string name)
+    {
+        if (fusions.ContainsKey(name)) ActivateFusion(name);
+        else if (Composition is not Stack { Head: var last } || last != name) Active = name;
+    }
+
+    /// <summary>
     /// Freezes every parameter, then unfreezes what method <paramref name="name"/> trains: its adapters,
-    /// LayerNorm copies and head, plus base layers for the full and top-k baselines. Activates it.
+    /// LayerNorm copies and head, plus base layers for the full and top-k baselines; for a fusion, its fusion
+    /// layers and head (the fused adapters stay frozen). Activates it; an active <see cref="Stack"/> that ends in
+    /// <paramref name="name"/> stays active (training an adapter on top of frozen ones).
     /// </summary>
     public List<(string Name, Parameter Parameter)> TrainOnly(string name)
     {
-        Active = name;
+        Activate(name);
         InvalidateRowStacks(); // training changes the weights the stacks copied
         var trained = new List<(string, Parameter)>();
         foreach (var (path, parameter) in named_parameters())
@@ -184,11 +281,12 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// <summary>Whether the tensor at <paramref name="path"/> belongs to (is trained by) adapter <paramref name="name"/>.</summary>
     public bool IsTrainedBy(string name, string path)
     {
-        var config = configs[name];
         if (path.StartsWith($"heads.{name}.", StringComparison.Ordinal)) return true;
-        if (path.Contains($".adapters.{name}.", StringComparison.Ordinal)) return true;
-        if (path.StartsWith("heads.", StringComparison.Ordinal) || path.Contains(".adapters.", StringComparison.Ordinal)) return false;
+        if (path.Contains($".adapters.{name}.", StringComparison.Ordinal) || path.Contains($".fusion.{name}.", StringComparison.Ordinal)) return true;
+        if (path.StartsWith("heads.", StringComparison.Ordinal) || path.Contains(".adapters.", StringComparison.Ordinal)
+            || path.Contains(".fusion.", StringComparison.Ordinal)) return false;
         if (path.StartsWith("bert.pooler.", StringComparison.Ordinal)) return false; // unused by the head
+        if (!configs.TryGetValue(name, out var config)) return false; // a fusion trains no base weights
         if (config.TrainAllBase) return true;
         if (config.TrainTopLayers > 0)
         {
@@ -199,14 +297,14 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         return false;
     }
 
-    /// <summary>(B, labels) logits or (B, 1) scores from the active adapter's head.</summary>
+    /// <summary>(B, labels) logits or (B, 1) scores from the active adapter's (or composition's) head.</summary>
     public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) =>
         Logits(inputIds, attentionMask, tokenTypeIds);
 
     /// <summary><see cref="forward"/>, with a null mask meaning "no padding in this batch".</summary>
     public Tensor Logits(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds)
     {
-        var name = Active ?? throw new InvalidOperationException("no active adapter: set Active first");
+        var name = Composition?.Head ?? Active ?? throw new InvalidOperationException("no active adapter: set Active or Composition first");
         using var scope = NewDisposeScope();
         var hidden = bert.Encode(inputIds, attentionMask, tokenTypeIds);
         return heads[name].call(hidden).MoveToOuterDisposeScope();
@@ -262,7 +360,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public void InvalidateRowStacks()
     {
         if (rowStacks is null) return;
-        foreach (var (site, _) in Sites()) site.ClearRowStack();
+        foreach (var (site, _, _) in Sites()) site.ClearRowStack();
         rowStacks.Dispose();
         rowStacks = null;
     }
@@ -278,7 +376,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             InvalidateRowStacks();
             // Every adapter that leaves the base alone gets a slot, so one set of stacks serves every batch.
             var names = configs.Where(c => !c.Value.ModifiesBase).Select(c => c.Key).ToArray();
-            foreach (var (site, layerNorm) in Sites()) site.BuildRowStack(names, layerNorm);
+            foreach (var (site, layerNorm, _) in Sites()) site.BuildRowStack(names, layerNorm);
             var (weight, bias, unused) = StackHeads(names, device);
             rowStacks = stacks = new RowStacks(names, device.ToString(), type, weight, bias, unused);
         }
@@ -334,7 +432,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     /// <summary>
     /// The tensors that make up adapter <paramref name="name"/>, under file names that do not depend on it:
-    /// <c>.adapters.&lt;name&gt;.</c> becomes <c>.adapter.</c>, <c>heads.&lt;name&gt;.</c> becomes <c>head.</c>,
+    /// <c>.adapters.&lt;name&gt;.</c> becomes <c>.adapter.</c>, <c>.fusion.&lt;name&gt;.</c> <c>.fusion.</c>, <c>heads.&lt;name&gt;.</c> <c>head.</c>,
     /// and trained base tensors (full, top-k) keep their names. No <c>bert.</c> prefix.
     /// </summary>
     public Dictionary<string, TensorData> AdapterTensors(string name)
@@ -357,6 +455,26 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             var module = new Dictionary<string, Tensor>(targets);
             CopyInto(module, tensors, source);
             InvalidateRowStacks();
+        }
+        catch
+        {
+            RemoveAdapter(name);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Adds fusion <paramref name="name"/> over adapters already loaded and fills it from tensors saved by
+    /// <see cref="AdapterTensors"/>.
+    /// </summary>
+    public void LoadFusion(string name, FusionConfig config, HeadConfig head, IReadOnlyDictionary<string, TensorData> tensors, string source)
+    {
+        AddFusion(name, config, head);
+        try
+        {
+            var targets = named_parameters().Where(p => IsTrainedBy(name, p.name))
+                .ToDictionary(p => ToFileKey(name, p.name), p => (Tensor)p.parameter);
+            CopyInto(targets, tensors, source);
         }
         catch
         {
@@ -389,7 +507,8 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         if (path.StartsWith($"heads.{name}.", StringComparison.Ordinal)) return "head." + path[$"heads.{name}.".Length..];
         var key = path.StartsWith("bert.", StringComparison.Ordinal) ? path["bert.".Length..] : path;
-        return key.Replace($".adapters.{name}.", ".adapter.", StringComparison.Ordinal);
+        return key.Replace($".adapters.{name}.", ".adapter.", StringComparison.Ordinal)
+            .Replace($".fusion.{name}.", ".fusion.", StringComparison.Ordinal);
     }
 
     static void ValidateName(string name)

@@ -45,6 +45,54 @@ public sealed record BaseModelIdentity
     }
 }
 
+/// <summary>
+/// Another adapter folder that a fusion or a stacked adapter was trained on: its name, where it was, and its
+/// weights' hash.
+/// </summary>
+public sealed record AdapterReference
+{
+    [JsonPropertyName("name")] public string Name { get; init; } = "";
+
+    /// <summary>The folder relative to the referring folder (tried first, so that moving both together works).</summary>
+    [JsonPropertyName("path")] public string Path { get; init; } = "";
+
+    /// <summary>The folder's absolute path when the reference was saved (tried second).</summary>
+    [JsonPropertyName("absolute_path")] public string AbsolutePath { get; init; } = "";
+
+    /// <summary>SHA-256 of its <c>adapter_model.safetensors</c>: exactly these weights were trained on.</summary>
+    [JsonPropertyName("weights_sha256")] public string WeightsSha256 { get; init; } = "";
+
+    /// <summary>How a folder to be saved at <paramref name="fromDir"/> records the adapter in <paramref name="adapterDir"/>.</summary>
+    public static AdapterReference Describe(string name, string adapterDir, string fromDir) => new()
+    {
+        Name = name,
+        Path = System.IO.Path.GetRelativePath(System.IO.Path.GetFullPath(fromDir), System.IO.Path.GetFullPath(adapterDir)),
+        AbsolutePath = System.IO.Path.GetFullPath(adapterDir),
+        WeightsSha256 = AdapterFiles.WeightsSha256(adapterDir),
+    };
+
+    /// <summary>
+    /// The referenced folder, seen from <paramref name="fromDir"/> (relative path first, then absolute), after
+    /// checking its weights' hash; a one-line <see cref="ModelFormatException"/> naming it otherwise.
+    /// </summary>
+    /// <param name="relation">How the referring folder relates to it, for messages: "fuses", "is stacked on".</param>
+    /// <param name="subject">The referring folder's kind, for messages: "this fusion", "this adapter".</param>
+    public string Find(string fromDir, string relation, string subject)
+    {
+        var candidates = new[] { System.IO.Path.Combine(fromDir, Path), AbsolutePath }.Where(p => p.Length > 0).Distinct().ToArray();
+        var found = candidates.FirstOrDefault(p => File.Exists(System.IO.Path.Combine(p, AdapterFiles.ConfigFile)))
+                    ?? throw new ModelFormatException(
+                        $"{fromDir}: {relation} adapter '{Name}', but its folder is missing (looked in {string.Join(" and ", candidates)})");
+        var hash = AdapterFiles.WeightsSha256(found);
+        if (!string.Equals(hash, WeightsSha256, StringComparison.OrdinalIgnoreCase))
+            throw new ModelFormatException(
+                $"{fromDir}: adapter '{Name}' in {found} is not the one {subject} was trained on (weights sha256 {hash[..12]}…, expected {Short(WeightsSha256)})");
+        return found;
+
+        static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
+    }
+}
+
 /// <summary>Everything <c>adapter_config.json</c> holds.</summary>
 public sealed record AdapterManifest
 {
@@ -60,6 +108,14 @@ public sealed record AdapterManifest
     [JsonPropertyName("max_length")] public int MaxLength { get; init; } = 128;
     [JsonPropertyName("metrics")] public Dictionary<string, double>? Metrics { get; init; }
     [JsonPropertyName("trainable_parameters")] public long TrainableParameters { get; init; }
+
+    /// <summary>
+    /// Adapters this one was trained on top of, bottom first (<c>train --stack</c>): it runs as
+    /// <c>Stack(…StackedOn, Name)</c>, not alone. Absent for a plain adapter.
+    /// </summary>
+    [JsonPropertyName("stacked_on")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public AdapterReference[]? StackedOn { get; init; }
 }
 
 /// <summary>
@@ -74,7 +130,20 @@ public static class AdapterFiles
 
     static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
-    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors)
+    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors) =>
+        WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
+            new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
+
+    /// <summary>SHA-256 (hex) of the adapter's weights file: what a fusion records to know it later.</summary>
+    public static string WeightsSha256(string dir)
+    {
+        using var stream = File.OpenRead(Path.Combine(dir, WeightsFile));
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
+    }
+
+    /// <summary>Writes a config and a weights file into <paramref name="dir"/> as a whole (see <see cref="AdapterFiles"/>).</summary>
+    internal static void WriteFolder(string dir, string configFile, string configJson, string weightsFile,
+        IReadOnlyDictionary<string, TensorData> tensors, Dictionary<string, string> metadata)
     {
         var target = Path.GetFullPath(dir);
         var parent = Path.GetDirectoryName(target)!;
@@ -83,9 +152,8 @@ public static class AdapterFiles
         Directory.CreateDirectory(staging);
         try
         {
-            Safetensors.Write(Path.Combine(staging, WeightsFile), tensors,
-                new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
-            File.WriteAllText(Path.Combine(staging, ConfigFile), JsonSerializer.Serialize(manifest, JsonOptions));
+            Safetensors.Write(Path.Combine(staging, weightsFile), tensors, metadata);
+            File.WriteAllText(Path.Combine(staging, configFile), configJson);
             if (Directory.Exists(target))
             {
                 var old = Path.Combine(parent, $".{Path.GetFileName(target)}.old-{Guid.NewGuid():N}");

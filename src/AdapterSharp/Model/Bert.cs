@@ -102,6 +102,7 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     readonly Dropout dropout;
 
     readonly AdapterSite adapters;
+    readonly NamedModules<AdapterFusion> fusion;
     readonly ForwardContext context;
 
     public BertSelfOutput(BertConfig config, ForwardContext context) : base(nameof(BertSelfOutput))
@@ -111,14 +112,16 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         adapters = new AdapterSite(context);
+        fusion = new NamedModules<AdapterFusion>();
         RegisterComponents();
     }
 
     public AdapterSite Adapters => adapters;
+    public NamedModules<AdapterFusion> Fusion => fusion;
     public LayerNorm LayerNorm => layer_norm;
 
     public override Tensor forward(Tensor hidden, Tensor residual) =>
-        adapters.Apply(dropout.call(context.Project(dense, hidden)), residual, layer_norm);
+        adapters.Apply(dropout.call(context.Project(dense, hidden)), residual, layer_norm, fusion);
 }
 
 public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
@@ -164,6 +167,7 @@ public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
     readonly Dropout dropout;
 
     readonly AdapterSite adapters;
+    readonly NamedModules<AdapterFusion> fusion;
     readonly ForwardContext context;
 
     public BertOutput(BertConfig config, ForwardContext context) : base(nameof(BertOutput))
@@ -173,14 +177,16 @@ public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         adapters = new AdapterSite(context);
+        fusion = new NamedModules<AdapterFusion>();
         RegisterComponents();
     }
 
     public AdapterSite Adapters => adapters;
+    public NamedModules<AdapterFusion> Fusion => fusion;
     public LayerNorm LayerNorm => layer_norm;
 
     public override Tensor forward(Tensor intermediate, Tensor residual) =>
-        adapters.Apply(dropout.call(context.Project(dense, intermediate)), residual, layer_norm);
+        adapters.Apply(dropout.call(context.Project(dense, intermediate)), residual, layer_norm, fusion);
 }
 
 public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
@@ -296,10 +302,11 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         Context.MatmulType = type;
         if (type == ScalarType.Float32) return;
-        // Base projections only: adapters keep float32 masters (they are cast inside their products), so they can
+        // Base projections only: adapters and fusions keep float32 masters (they are cast inside their products), so they can
         // still be trained after serving.
         foreach (var (path, module) in encoder.named_modules())
-            if (module is Linear && !path.Contains("adapters", StringComparison.Ordinal) && module.parameters().All(p => !p.requires_grad))
+            if (module is Linear && !path.Contains("adapters", StringComparison.Ordinal) && !path.Contains("fusion", StringComparison.Ordinal)
+                && module.parameters().All(p => !p.requires_grad))
                 module.to(type);
     }
 

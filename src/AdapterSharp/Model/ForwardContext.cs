@@ -1,3 +1,4 @@
+using AdapterSharp.Adapters;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,6 +21,12 @@ public sealed class ForwardContext
     /// <c>AdapterModel.EncodePerRow</c> and <c>LogitsPerRow</c> set it for one pass and clear it.
     /// </summary>
     public RowSelection? RowAdapters { get; set; }
+
+    /// <summary>
+    /// Several adapters combined (<see cref="Stack"/>, <see cref="Fuse"/>), or null; while set it overrides
+    /// <see cref="ActiveAdapter"/>. Kept apart from it so that a single adapter's path stays a plain call.
+    /// </summary>
+    public AdapterComposition? Composition { get; set; }
 
     /// <summary>
     /// Element type of the matrix products (float32, or bfloat16 on GPUs). The residual stream, LayerNorms,

@@ -300,7 +300,7 @@ public sealed class Trainer
             foreach (var run in runs.Where(r => !r.Stopped))
             {
                 var evalClock = Stopwatch.StartNew();
-                model.Active = run.Task.Adapter;
+                model.Activate(run.Task.Adapter);
                 var metrics = run.Task.Metrics;
                 var scores = Evaluate(model, run.Task.Dev, run.Head, metrics, options.EvalBatchSize, device);
                 run.EvalCost = evalClock.Elapsed;
@@ -366,7 +366,7 @@ public sealed class Trainer
                 run.OnDevice.Plan(run.Batches);
                 run.NextBatch = 0;
             }
-            model.Active = run.Task.Adapter;
+            model.Activate(run.Task.Adapter);
             lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
             if (run.Graphs is { } graphs && run.Steps >= StepGraphs.EagerSteps)
             {

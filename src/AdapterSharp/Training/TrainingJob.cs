@@ -32,6 +32,18 @@ public sealed record TrainRequest
     public DataRequest Data { get; init; } = new() { Task = "sst2" };
     public AdapterConfig Method { get; init; } = Methods.Houlsby;
     public string? AdapterName { get; init; }
+
+    /// <summary>
+    /// Adapter folders to fuse: train an AdapterFusion over them (frozen) and a new head instead of an adapter;
+    /// <see cref="Method"/> is then unused.
+    /// </summary>
+    public IReadOnlyList<string>? Fuse { get; init; }
+
+    /// <summary>
+    /// Adapter folders to train the new adapter on top of, bottom first: they load frozen, and the new adapter
+    /// trains as the last of <c>Stack(…, new)</c>.
+    /// </summary>
+    public IReadOnlyList<string>? Stack { get; init; }
     public TrainOptions Options { get; init; } = new();
     public int MaxLength { get; init; } = 128;
     public string Output { get; init; } = "runs/run";
@@ -101,35 +113,138 @@ public static class TrainingJob
         return model;
     }
 
+    /// <summary>
+    /// Builds the model for training a fusion: the base, the adapters in <paramref name="dirs"/> (each checked
+    /// against the base, loaded under its saved name), and fusion <paramref name="name"/> over them with a new head.
+    /// </summary>
+    public static AdapterModel CreateFusionModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
+        IReadOnlyList<string> dirs, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
+    {
+        if (dirs.Count < 2) throw new ArgumentException($"--fuse: name at least two adapter folders, got {dirs.Count}");
+        var model = AdapterModel.FromPretrained(encoder);
+        try
+        {
+            LoadAll(model, dirs, identity, loaded, "--fuse");
+            manual_seed(seed);
+            model.AddFusion(name, new FusionConfig { Adapters = loaded.Select(l => l.Name).ToArray() }, head);
+            model.ActivateFusion(name);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds the model for training adapter <paramref name="name"/> on top of the adapters in
+    /// <paramref name="dirs"/> (loaded frozen under their saved names): <c>Stack(…, name)</c> is active.
+    /// </summary>
+    public static AdapterModel CreateStackedModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
+        IReadOnlyList<string> dirs, AdapterConfig method, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
+    {
+        var model = AdapterModel.FromPretrained(encoder);
+        try
+        {
+            LoadAll(model, dirs, identity, loaded, "--stack");
+            if (loaded.Any(l => l.Name == name))
+                throw new ArgumentException($"--stack: the new adapter's name '{name}' is taken by a stacked one; pass --name");
+            manual_seed(seed);
+            model.AddAdapter(name, method, head);
+            model.Composition = new Stack([.. loaded.Select(l => l.Name), name]);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    static void LoadAll(AdapterModel model, IReadOnlyList<string> dirs, BaseModelIdentity identity, List<(string Name, string Dir)> loaded, string option)
+    {
+        foreach (var dir in dirs)
+        {
+            var manifest = AdapterFiles.ReadManifest(dir);
+            if (loaded.FirstOrDefault(l => l.Name == manifest.Name) is { Dir: { } other })
+                throw new ArgumentException($"{option}: {other} and {dir} both hold an adapter named '{manifest.Name}'");
+            if (manifest.StackedOn is { Length: > 0 })
+                throw new ArgumentException($"{option}: {dir} is itself stacked on other adapters; name them all instead");
+            AdapterFiles.Load(dir, model, identity);
+            loaded.Add((manifest.Name, dir));
+        }
+    }
+
     public static TrainingSummary Run(TrainRequest request, Action<string>? log = null,
         Action<Trainer>? observe = null, Device? device = null)
     {
         Validate(request);
+        if (request.Fuse is not null && request.Stack is not null) throw new ArgumentException("--fuse and --stack exclude each other");
+        // Fused and stacked adapters are checked before any data or model is loaded.
+        foreach (var dir in request.Fuse ?? request.Stack ?? []) AdapterFiles.ReadManifest(dir);
         var data = LoadData(request.Data);
         var encoder = Pretrained.Load(request.Model, request.Vocab, log);
         var task = Encode(data, request.Data.SkipBadRows, encoder, request, log);
 
-        string name = request.AdapterName ?? SafeName(data.TaskName);
+        bool fusion = request.Fuse is not null;
+        string name = request.AdapterName ?? SafeName(fusion ? $"{data.TaskName}-fusion" : data.TaskName);
         var target = device ?? CPU;
-        using var model = CreateModel(encoder, name, request.Method, task.Head, request.Options.Seed);
+        var identity = BaseModelIdentity.Of(encoder);
+        var lower = new List<(string Name, string Dir)>(); // the fused or stacked adapters
+        using var model = fusion ? CreateFusionModel(encoder, identity, name, request.Fuse!, task.Head, request.Options.Seed, lower)
+            : request.Stack is { } stack ? CreateStackedModel(encoder, identity, name, stack, request.Method, task.Head, request.Options.Seed, lower)
+            : CreateModel(encoder, name, request.Method, task.Head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
         model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
-        log?.Invoke($"{request.Method.Method}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
+        if (lower.Count > 0)
+            log?.Invoke($"{(fusion ? "fusion" : "stack")} '{name}' over {string.Join(", ", lower.Select(f => $"{f.Name} ({f.Dir})"))}");
+        log?.Invoke($"{(fusion ? "fusion" : request.Method.Method)}: trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / total:F4}");
 
         var runDir = Path.GetFullPath(request.Output);
         Directory.CreateDirectory(runDir);
         var adapterDir = Path.Combine(runDir, "adapter");
         var metricsPath = Path.Combine(runDir, "metrics.jsonl");
-        var identity = BaseModelIdentity.Of(encoder);
 
         var trainer = new Trainer(model, name, request.Options, target);
         trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation, withTask: false);
         observe?.Invoke(trainer);
+        // Described once: the fused or stacked adapters are frozen, so their hashes cannot change during training.
+        var references = lower.Select(f => AdapterReference.Describe(f.Name, f.Dir, adapterDir)).ToArray();
         var result = trainer.Train(task.Train, task.Dev, data.Metrics, evaluation =>
-            SaveAdapter(adapterDir, model, name, request, task.Head, identity, data.TaskName, evaluation, trainable));
+        {
+            var metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value);
+            if (fusion)
+            {
+                FusionFiles.Save(adapterDir, new FusionManifest
+                {
+                    Name = name,
+                    Adapters = references,
+                    Head = task.Head,
+                    BaseModel = identity,
+                    Task = data.TaskName,
+                    MaxLength = request.MaxLength,
+                    Metrics = metrics,
+                    TrainableParameters = trainable,
+                }, model.AdapterTensors(name));
+                return;
+            }
+            AdapterFiles.Save(adapterDir, new AdapterManifest
+            {
+                Name = name,
+                Config = request.Method,
+                Head = task.Head,
+                BaseModel = identity,
+                Task = data.TaskName,
+                MaxLength = request.MaxLength,
+                Metrics = metrics,
+                TrainableParameters = trainable,
+                StackedOn = request.Stack is null ? null : references,
+            }, model.AdapterTensors(name));
+        });
         return new TrainingSummary(runDir, adapterDir, result, trainable, total);
     }
 

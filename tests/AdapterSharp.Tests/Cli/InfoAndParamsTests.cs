@@ -58,6 +58,19 @@ public sealed class InfoAndParamsTests
     }
 
     [Fact]
+    public void Params_for_fusion_counts_query_key_value_and_layer_norm_at_each_houlsby_site_plus_the_head()
+    {
+        int L = 6, d = 384;
+        long perSite = 2L * (d * d + d) + d * d + 2L * d; // query and key with biases, value without, LayerNorm
+        long trainable = 2L * L * perSite + 2 * d + 2;
+
+        var result = CliRunner.Run("params", "--method", "fusion");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.StartsWith($"trainable params: {trainable:N0} ||", result.Stdout.Trim());
+    }
+
+    [Fact]
     public void An_unknown_method_lists_the_valid_ones()
     {
         CliAssert.OneLineError(CliRunner.Run("params", "--method", "foo"),
