@@ -168,9 +168,13 @@ static class BenchCommand
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 20 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 3 };
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "auto", Description = "auto (bf16 on CUDA), bf16 or fp32." };
+        var check = new Option<bool>("--check")
+        {
+            Description = "Also check each row of the mixed pass against that row run alone with its adapter (rows padded to random lengths): max |Δ| of the logits.",
+        };
         var command = new Command("mixed", "Forward throughput of a batch spread over K adapters: one per-row pass vs a loop over sub-batches.")
         {
-            device, shape, batch, seq, counts, steps, warmup, dtype,
+            device, shape, batch, seq, counts, steps, warmup, dtype, check,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -185,8 +189,11 @@ static class BenchCommand
             {
                 throw new UsageException($"--adapters: '{parse.GetValue(counts)}' is not a comma-separated list of counts");
             }
-            foreach (var record in MixedBatchBenchmark.Run(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks,
-                         parse.GetValue(steps), parse.GetValue(warmup), target, type))
+            var records = parse.GetValue(check)
+                ? MixedBatchBenchmark.Check(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks, target, type)
+                : MixedBatchBenchmark.Run(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks,
+                    parse.GetValue(steps), parse.GetValue(warmup), target, type);
+            foreach (var record in records)
                 Console.WriteLine(JsonSerializer.Serialize(record));
             return 0;
         }));

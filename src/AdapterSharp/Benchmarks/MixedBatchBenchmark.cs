@@ -16,20 +16,7 @@ public static class MixedBatchBenchmark
     public static IEnumerable<Dictionary<string, object>> Run(string shape, int batch, int seq, int[] adapterCounts,
         int steps, int warmup, Device device, string dtype)
     {
-        if (!TrainingBenchmark.Shapes.TryGetValue(shape, out var config))
-            throw new ArgumentException($"--shape: unknown shape '{shape}'");
-        int maxK = adapterCounts.Max();
-        if (adapterCounts.Any(k => k < 1 || k > batch))
-            throw new ArgumentException($"adapter counts must be between 1 and the batch size {batch}");
-        manual_seed(0);
-        using var model = new AdapterModel(new BertModel(config with { VocabSize = 30522, MaxPositionEmbeddings = 512 }, addPooler: false));
-        var head = HeadConfig.Classification(["0", "1"]);
-        for (int k = 0; k < maxK; k++)
-            model.AddAdapter($"a{k}", Methods.Houlsby with { Init = AdapterInit.Bert }, head);
-        model.FreezeAll();
-        model.to(device);
-        model.Bert.UseMatmulType(dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
-        model.eval();
+        using var model = Build(shape, batch, adapterCounts, device, dtype);
         manual_seed(1);
         using var ids = randint(1000, 30000, [batch, seq], device: device);
         using var types = zeros([batch, seq], ScalarType.Int64, device);
@@ -61,6 +48,81 @@ public static class MixedBatchBenchmark
                 ["mixed_tokens_per_s"] = Math.Round(batch * seq / mixed),
                 ["subbatch_loop_ms"] = Math.Round(loop * 1e3, 3),
                 ["subbatch_loop_tokens_per_s"] = Math.Round(batch * seq / loop),
+                ["device"] = device.type == DeviceType.CUDA ? "cuda" : "cpu",
+            };
+        }
+    }
+
+    static AdapterModel Build(string shape, int batch, int[] adapterCounts, Device device, string dtype)
+    {
+        if (!TrainingBenchmark.Shapes.TryGetValue(shape, out var config))
+            throw new ArgumentException($"--shape: unknown shape '{shape}'");
+        if (adapterCounts.Any(k => k < 1 || k > batch))
+            throw new ArgumentException($"adapter counts must be between 1 and the batch size {batch}");
+        manual_seed(0);
+        var model = new AdapterModel(new BertModel(config with { VocabSize = 30522, MaxPositionEmbeddings = 512 }, addPooler: false));
+        for (int k = 0; k < adapterCounts.Max(); k++)
+        {
+            // Heads of different sizes, as a server holds them.
+            var head = (k % 3) switch { 0 => HeadConfig.Classification(["0", "1"]), 1 => HeadConfig.Classification(["a", "b", "c"]), _ => HeadConfig.Regression() };
+            model.AddAdapter($"a{k}", Methods.Houlsby with { Init = AdapterInit.Bert }, head);
+        }
+        model.FreezeAll();
+        model.to(device);
+        model.Bert.UseMatmulType(dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
+        model.eval();
+        return model;
+    }
+
+    /// <summary>
+    /// Equivalence on this device: for each K, a batch whose rows are padded to random lengths and spread over K
+    /// adapters (every 7th row on none), run once mixed; each row then alone, unpadded, with its adapter. Reports
+    /// the largest |Δ| over the rows' own logits (and the last hidden state of the "none" rows).
+    /// </summary>
+    public static IEnumerable<Dictionary<string, object>> Check(string shape, int batch, int seq, int[] adapterCounts, Device device, string dtype)
+    {
+        using var model = Build(shape, batch, adapterCounts, device, dtype);
+        using var noGrad = no_grad();
+        manual_seed(2);
+        using var ids = randint(1000, 30000, [batch, seq], device: device);
+        using var types = zeros([batch, seq], ScalarType.Int64, device);
+        var random = new Random(3);
+        var lengths = Enumerable.Range(0, batch).Select(_ => random.Next(2, seq + 1)).ToArray();
+        using var mask = tensor(lengths.SelectMany(n => Enumerable.Range(0, seq).Select(t => t < n ? 1L : 0L)).ToArray()).view(batch, seq).to(device);
+        foreach (int k in adapterCounts)
+        {
+            using var scope = NewDisposeScope();
+            var names = Enumerable.Range(0, batch).Select(i => i % 7 == 6 ? null : (string?)$"a{i % k}").ToArray();
+            var mixed = model.LogitsPerRow(ids, mask, types, names);
+            var hidden = model.EncodePerRow(ids, mask, types, names);
+            double worst = 0;
+            for (int i = 0; i < batch; i++)
+            {
+                var row = ids.narrow(0, i, 1).narrow(1, 0, lengths[i]);
+                var rowTypes = types.narrow(0, i, 1).narrow(1, 0, lengths[i]);
+                Tensor diff;
+                if (names[i] is { } name)
+                {
+                    model.Active = name;
+                    var alone = model.Logits(row, null, rowTypes); // (1, outputs)
+                    diff = (mixed.Logits.narrow(0, i, 1).narrow(1, 0, mixed.Outputs[i]) - alone).abs().max();
+                }
+                else
+                {
+                    model.Active = null;
+                    var alone = model.Bert.Encode(row, null, rowTypes); // (1, n, d)
+                    diff = (hidden.narrow(0, i, 1).narrow(1, 0, lengths[i]) - alone).abs().max();
+                }
+                worst = Math.Max(worst, diff.to_type(ScalarType.Float64).item<double>());
+            }
+            yield return new Dictionary<string, object>
+            {
+                ["workload"] = $"mixed-check/{shape}",
+                ["dtype"] = dtype,
+                ["batch"] = batch,
+                ["seq"] = seq,
+                ["adapters"] = k,
+                ["max_abs_diff"] = worst,
                 ["device"] = device.type == DeviceType.CUDA ? "cuda" : "cpu",
             };
         }
