@@ -11,7 +11,8 @@ namespace AdapterSharp.Native;
 /// The entry points are C++ symbols of <c>at::cuda::CUDAGraph</c> and <c>c10::cuda</c>'s stream functions,
 /// called with the Itanium x86-64 ABI: <c>CUDAStream</c> (16 bytes: device type, device index, stream id) and
 /// <c>MempoolId_t</c> (two 64-bit ids) are trivially copyable and travel in two registers. They were checked
-/// against PyTorch 2.10 and 2.11; <see cref="Available"/> is false where a symbol is missing.
+/// against PyTorch 2.11 (cu130) on an H100 (training and benchmarks); <see cref="Available"/> is false where a symbol
+/// is missing. A layout change in another version could fail or crash the first capture; --cuda-graphs off avoids them.
 /// </para>
 /// </summary>
 public static unsafe class CudaGraphs
@@ -123,7 +124,7 @@ public static unsafe class CudaGraphs
     /// <summary>One captured graph: <see cref="Capture"/> once, then <see cref="Replay"/>.</summary>
     public sealed class Graph : IDisposable
     {
-        // sizeof(at::cuda::CUDAGraph) is a few hundred bytes in PyTorch 2.10-2.11; the allocation leaves room.
+        // sizeof(at::cuda::CUDAGraph) is a few hundred bytes in PyTorch 2.11; the allocation leaves ample room.
         const int ObjectBytes = 16 * 1024;
         readonly Api api;
         nint self;
