@@ -173,20 +173,30 @@ public static class AdapterFiles
         }
     }
 
-    public static AdapterManifest ReadManifest(string dir)
+    /// <summary>
+    /// The JSON file <paramref name="file"/> of a <paramref name="kind"/> folder ("adapter", "fusion"), or a one-line
+    /// error naming the folder or file: not found, not that kind of folder, or invalid JSON.
+    /// </summary>
+    internal static T? ReadJson<T>(string dir, string file, string kind) where T : class
     {
-        var path = Path.Combine(dir, ConfigFile);
-        if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: adapter folder not found");
-        if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not an adapter folder?)");
-        AdapterManifest? manifest;
+        var path = Path.Combine(dir, file);
+        if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: {kind} folder not found");
+        var article = "aeiou".Contains(kind[0]) ? "an" : "a";
+        if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not {article} {kind} folder?)");
         try
         {
-            manifest = JsonSerializer.Deserialize<AdapterManifest>(File.ReadAllText(path), JsonOptions);
+            return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions);
         }
         catch (JsonException e)
         {
-            throw new ModelFormatException($"{path}: invalid adapter config: {e.Message.Split(" Path:")[0]}");
+            throw new ModelFormatException($"{path}: invalid {kind} config: {e.Message.Split(" Path:")[0]}");
         }
+    }
+
+    public static AdapterManifest ReadManifest(string dir)
+    {
+        var path = Path.Combine(dir, ConfigFile);
+        var manifest = ReadJson<AdapterManifest>(dir, ConfigFile, "adapter");
         if (manifest is null || manifest.Format != AdapterManifest.FormatName)
             throw new ModelFormatException($"{path}: not an AdapterSharp adapter config (format '{manifest?.Format}')");
         if (manifest.FormatVersion != 1)

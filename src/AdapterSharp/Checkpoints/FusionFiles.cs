@@ -46,17 +46,7 @@ public static class FusionFiles
     public static FusionManifest ReadManifest(string dir)
     {
         var path = Path.Combine(dir, ConfigFile);
-        if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: fusion folder not found");
-        if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not a fusion folder?)");
-        FusionManifest? manifest;
-        try
-        {
-            manifest = JsonSerializer.Deserialize<FusionManifest>(File.ReadAllText(path), JsonOptions);
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException($"{path}: invalid fusion config: {e.Message.Split(" Path:")[0]}");
-        }
+        var manifest = AdapterFiles.ReadJson<FusionManifest>(dir, ConfigFile, "fusion");
         if (manifest is null || manifest.Format != FusionManifest.FormatName)
             throw new ModelFormatException($"{path}: not an AdapterSharp fusion config (format '{manifest?.Format}')");
         if (manifest.FormatVersion != 1)

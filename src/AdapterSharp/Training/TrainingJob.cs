@@ -216,7 +216,6 @@ public static class TrainingJob
         var references = lower.Select(f => AdapterReference.Describe(f.Name, f.Dir, adapterDir)).ToArray();
         var result = trainer.Train(task.Train, task.Dev, data.Metrics, evaluation =>
         {
-            var metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value);
             if (fusion)
             {
                 FusionFiles.Save(adapterDir, new FusionManifest
@@ -227,23 +226,13 @@ public static class TrainingJob
                     BaseModel = identity,
                     Task = data.TaskName,
                     MaxLength = request.MaxLength,
-                    Metrics = metrics,
+                    Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
                     TrainableParameters = trainable,
                 }, model.AdapterTensors(name));
                 return;
             }
-            AdapterFiles.Save(adapterDir, new AdapterManifest
-            {
-                Name = name,
-                Config = request.Method,
-                Head = task.Head,
-                BaseModel = identity,
-                Task = data.TaskName,
-                MaxLength = request.MaxLength,
-                Metrics = metrics,
-                TrainableParameters = trainable,
-                StackedOn = request.Stack is null ? null : references,
-            }, model.AdapterTensors(name));
+            SaveAdapter(adapterDir, model, name, request, task.Head, identity, data.TaskName, evaluation, trainable,
+                stackedOn: request.Stack is null ? null : references);
         });
         return new TrainingSummary(runDir, adapterDir, result, trainable, total);
     }
@@ -325,7 +314,7 @@ public static class TrainingJob
     }
 
     static void SaveAdapter(string dir, AdapterModel model, string name, TrainRequest request, HeadConfig head,
-        BaseModelIdentity identity, string taskName, Evaluation evaluation, long trainable) =>
+        BaseModelIdentity identity, string taskName, Evaluation evaluation, long trainable, AdapterReference[]? stackedOn = null) =>
         AdapterFiles.Save(dir, new AdapterManifest
         {
             Name = name,
@@ -336,6 +325,7 @@ public static class TrainingJob
             MaxLength = request.MaxLength,
             Metrics = evaluation.Metrics.ToDictionary(m => m.Key, m => m.Value),
             TrainableParameters = trainable,
+            StackedOn = stackedOn,
         }, model.AdapterTensors(name));
 
     static void AppendMetrics(string path, Evaluation evaluation, bool withTask)
