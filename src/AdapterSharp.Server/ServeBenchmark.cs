@@ -92,6 +92,9 @@ public sealed record ServeBenchmarkReport
     public required string Texts { get; init; }
     public double WarmupS { get; init; }
     public double DurationS { get; init; }
+
+    /// <summary>True when the run was interrupted (Ctrl-C) and the window ended early; the figures cover what ran.</summary>
+    public bool Interrupted { get; init; }
     public long Requests { get; init; }
     public long Inputs { get; init; }
     public double RequestsPerS { get; init; }
@@ -187,7 +190,10 @@ public static class ServeBenchmark
 
     readonly record struct MemorySample(long Ticks, double WorkingSetMb, double ManagedHeapMb);
 
-    public static async Task<ServeBenchmarkReport> RunAsync(ServeBenchmarkOptions options, Device device, Action<string>? log = null)
+    /// <param name="interrupt">Ends the warm-up or the measured window early (the CLI's Ctrl-C); the clients then stop
+    /// and the server shuts down as at the end of a full run.</param>
+    public static async Task<ServeBenchmarkReport> RunAsync(ServeBenchmarkOptions options, Device device, Action<string>? log = null,
+        CancellationToken interrupt = default)
     {
         options.Validate();
         var (texts, textSource) = options.Texts is { } given ? (given, $"{given.Count} given texts") : DefaultTexts();
@@ -207,7 +213,7 @@ public static class ServeBenchmark
             var targets = options.Targets ?? [.. host.Adapters.Keys.Order(StringComparer.Ordinal)];
             var serverOptions = options.Server with { Host = "127.0.0.1", Port = 0 };
             await using var server = InferenceServer.Create(serverOptions, host);
-            await server.StartAsync();
+            await server.StartAsync(CancellationToken.None); // an interrupt ends the window, not the start
             log?.Invoke($"serving {host.Adapters.Count} adapters at {server.Url}; {options.Clients} clients, " +
                         $"{options.Warmup.TotalSeconds:0.#} s warm-up, {options.Duration.TotalSeconds:0.#} s measured");
             var setup = new ServeBenchmarkReport
@@ -225,7 +231,7 @@ public static class ServeBenchmark
                 WarmupS = options.Warmup.TotalSeconds,
                 Errors = new Dictionary<string, long>(),
             };
-            var report = await LoadAsync(server, options, targets, texts, setup);
+            var report = await LoadAsync(server, options, targets, texts, setup, interrupt);
             using (var stopping = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
                 await server.StopAsync(stopping.Token);
             return report;
@@ -285,7 +291,7 @@ public static class ServeBenchmark
 
     /// <returns><paramref name="setup"/> with what was measured.</returns>
     static async Task<ServeBenchmarkReport> LoadAsync(InferenceServer server, ServeBenchmarkOptions options,
-        IReadOnlyList<string> targets, IReadOnlyList<string> texts, ServeBenchmarkReport setup)
+        IReadOnlyList<string> targets, IReadOnlyList<string> texts, ServeBenchmarkReport setup, CancellationToken interrupt)
     {
         using var handler = new SocketsHttpHandler
         {
@@ -323,13 +329,13 @@ public static class ServeBenchmark
                 errors.AddOrUpdate(error.Value.Kind, 1, (_, n) => n + 1);
                 Interlocked.CompareExchange(ref firstError, $"{error.Value.Kind}: {error.Value.Message}", null);
                 // A failing server answers at once; don't spin on it.
-                await Task.Delay(10);
+                await Task.Delay(10, CancellationToken.None);
             }
             return completions;
         }
 
         var clients = Enumerable.Range(0, options.Clients).Select(c => Task.Run(() => ClientAsync(c))).ToArray();
-        await Task.Delay(options.Warmup);
+        await Pause(options.Warmup, interrupt);
         // A full collection at each end of the window, so that the first and last heap samples are what is live.
         GC.Collect();
         var (startTicks, batchesBefore, gcBefore) = (clock.ElapsedTicks, server.Metrics.BatchTotals(), GcCounts());
@@ -337,15 +343,22 @@ public static class ServeBenchmark
         using (var timer = new PeriodicTimer(TimeSpan.FromSeconds(1)))
         {
             var end = startTicks + (long)(options.Duration.TotalSeconds * Stopwatch.Frequency);
-            while (clock.ElapsedTicks < end)
+            while (clock.ElapsedTicks < end && !interrupt.IsCancellationRequested)
             {
                 var remaining = TimeSpan.FromSeconds((double)(end - clock.ElapsedTicks) / Stopwatch.Frequency);
                 if (remaining < TimeSpan.FromSeconds(1))
                 {
-                    if (remaining > TimeSpan.Zero) await Task.Delay(remaining);
+                    await Pause(remaining, interrupt);
                     break;
                 }
-                await timer.WaitForNextTickAsync();
+                try
+                {
+                    await timer.WaitForNextTickAsync(interrupt);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
                 samples.Add(Sample(clock));
             }
         }
@@ -356,7 +369,7 @@ public static class ServeBenchmark
 
         // Requests in flight finish (or time out); past that, they are cut off and count as errors.
         var all = Task.WhenAll(clients);
-        if (await Task.WhenAny(all, Task.Delay(options.RequestTimeout + TimeSpan.FromSeconds(5))) != all) abort.Cancel();
+        if (await Task.WhenAny(all, Task.Delay(options.RequestTimeout + TimeSpan.FromSeconds(5), CancellationToken.None)) != all) abort.Cancel();
         var completions = (await all).SelectMany(c => c).Where(c => c.FinishedTicks >= startTicks && c.FinishedTicks <= endTicks).ToList();
 
         double seconds = (double)(endTicks - startTicks) / Stopwatch.Frequency;
@@ -368,10 +381,11 @@ public static class ServeBenchmark
         return setup with
         {
             DurationS = Math.Round(seconds, 3),
+            Interrupted = interrupt.IsCancellationRequested,
             Requests = latencies.Length,
             Inputs = inputs,
-            RequestsPerS = Math.Round(latencies.Length / seconds, 2),
-            InputsPerS = Math.Round(inputs / seconds, 2),
+            RequestsPerS = seconds > 0 ? Math.Round(latencies.Length / seconds, 2) : 0,
+            InputsPerS = seconds > 0 ? Math.Round(inputs / seconds, 2) : 0,
             MeanMs = Round(latencies.DefaultIfEmpty(0).Average()),
             P50Ms = Round(Percentile(latencies, 0.50)),
             P90Ms = Round(Percentile(latencies, 0.90)),
@@ -392,6 +406,19 @@ public static class ServeBenchmark
             Gen1Collections = gcAfter[1] - gcBefore[1],
             Gen2Collections = gcAfter[2] - gcBefore[2],
         };
+    }
+
+    /// <summary>Waits <paramref name="time"/>, or less if <paramref name="interrupt"/> fires.</summary>
+    static async Task Pause(TimeSpan time, CancellationToken interrupt)
+    {
+        if (time <= TimeSpan.Zero) return;
+        try
+        {
+            await Task.Delay(time, interrupt);
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     static void WriteRequest(IBufferWriter<byte> buffer, bool mixed, int inputs, Random random, IReadOnlyList<string> texts, Func<string> nextAdapter)

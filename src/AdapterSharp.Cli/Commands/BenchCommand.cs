@@ -107,7 +107,25 @@ static class BenchCommand
             };
             options.Validate(); // before the model loads
             var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
-            var report = ServeBenchmark.RunAsync(options, target, Run.StderrLog).GetAwaiter().GetResult();
+            // Ctrl-C ends the window early and still reports; a second Ctrl-C ends the process.
+            using var interrupt = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                if (interrupt.IsCancellationRequested) return;
+                e.Cancel = true;
+                Console.Error.WriteLine("interrupted: ending the measurement, stopping the clients and the server");
+                interrupt.Cancel();
+            };
+            Console.CancelKeyPress += onCancel;
+            ServeBenchmarkReport report;
+            try
+            {
+                report = ServeBenchmark.RunAsync(options, target, Run.StderrLog, interrupt.Token).GetAwaiter().GetResult();
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
+            }
             PrintTable(report);
             Console.WriteLine(JsonSerializer.Serialize(report, ServeBenchmarkReport.Json));
             if (report.ErrorCount == 0) return 0;
@@ -145,7 +163,7 @@ static class BenchCommand
         {
             ("server", $"{r.Model} on {r.Device}, {r.Adapters} adapters, max batch {r.MaxBatch}, max wait {r.MaxWaitMs} ms, forward cost {r.ForwardCost} tokens"),
             ("load", $"{r.Clients} clients × {r.InputsPerRequest} input(s) per request, form {r.Form}, texts: {r.Texts}"),
-            ("window", $"{r.DurationS:0.0} s after {r.WarmupS:0.#} s warm-up"),
+            ("window", $"{r.DurationS:0.0} s after {r.WarmupS:0.#} s warm-up{(r.Interrupted ? " (interrupted: ended early)" : "")}"),
             ("throughput", $"{r.RequestsPerS:0.0} requests/s, {r.InputsPerS:0.0} inputs/s ({r.Requests} requests)"),
             ("latency ms", $"mean {r.MeanMs:0.0}  p50 {r.P50Ms:0.0}  p90 {r.P90Ms:0.0}  p99 {r.P99Ms:0.0}  max {r.MaxMs:0.0}"),
             ("errors", errors),

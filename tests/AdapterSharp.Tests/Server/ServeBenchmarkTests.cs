@@ -40,6 +40,20 @@ public class ServeBenchmarkTests
     }
 
     [Fact]
+    public async Task An_interrupt_ends_the_window_early_and_still_reports()
+    {
+        using var interrupt = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        var report = await ServeBenchmark.RunAsync(Short with { Duration = TimeSpan.FromMinutes(5) }, CPU, interrupt: interrupt.Token);
+
+        Assert.True(report.Interrupted);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
+        Assert.InRange(report.DurationS, 0, 5); // 0 when the interrupt came during loading or the warm-up
+        Assert.Empty(report.Errors);
+    }
+
+    [Fact]
     public async Task Requests_for_an_adapter_that_is_not_loaded_are_counted_as_404_errors()
     {
         var report = await ServeBenchmark.RunAsync(Short with { Targets = ["sent", "missing"], Form = RequestForm.OneAdapter }, CPU);
