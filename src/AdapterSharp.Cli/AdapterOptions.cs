@@ -6,6 +6,36 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Cli;
 
+/// <summary>
+/// What opens an adapter (or fusion) folder for inference, shared by <c>eval</c> and <c>predict</c>: <c>--adapter</c>,
+/// <c>--model</c>, <c>--vocab</c>, <c>--device</c>, <c>--precision</c> and <c>--batch-size</c>.
+/// </summary>
+sealed class AdapterOpenOptions(int defaultBatch)
+{
+    readonly Option<string> adapter = AdapterOptions.Adapter();
+    readonly Option<string?> model = AdapterOptions.BaseModel();
+    readonly Option<string?> vocab = CommonOptions.Vocab();
+    readonly Option<string> device = CommonOptions.Device();
+    readonly Option<string> precision = CommonOptions.Precision();
+    readonly Option<int> batch = new("--batch-size") { DefaultValueFactory = _ => defaultBatch };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { adapter, model, vocab, device, precision, batch }) command.Options.Add(option);
+    }
+
+    /// <summary>The inference batch size, checked.</summary>
+    public int BatchSize(ParseResult parse)
+    {
+        int size = parse.GetValue(batch);
+        return size >= 1 ? size : throw new UsageException($"--batch-size must be at least 1, got {size}");
+    }
+
+    public LoadedAdapter Open(ParseResult parse) =>
+        LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
+            Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
+}
+
 static class AdapterOptions
 {
     public static Option<string> Adapter() => new("--adapter", "-a")

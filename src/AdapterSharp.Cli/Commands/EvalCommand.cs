@@ -11,11 +11,7 @@ static class EvalCommand
 {
     public static Command Create()
     {
-        var adapter = AdapterOptions.Adapter();
-        var model = AdapterOptions.BaseModel();
-        var vocab = CommonOptions.Vocab();
-        var device = CommonOptions.Device();
-        var precision = CommonOptions.Precision();
+        var open = new AdapterOpenOptions(defaultBatch: 128);
         var task = new Option<string?>("--task") { Description = "GLUE task (default: the task the adapter was trained on)." };
         var data = new Option<string?>("--data") { Description = "The task's folder." };
         var devFile = new Option<string?>("--dev") { Description = "Evaluation file (.tsv, .csv, .jsonl) with named columns." };
@@ -23,17 +19,15 @@ static class EvalCommand
         var pairColumn = new Option<string?>("--text-pair-column");
         var labelColumn = new Option<string?>("--label-column");
         var skipBad = new Option<bool>("--skip-bad-rows");
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 128 };
         var command = new Command("eval", "Score an adapter on labelled data with its task's metrics (prints JSON).")
         {
-            adapter, model, vocab, device, precision, task, data, devFile, textColumn, pairColumn, labelColumn, skipBad, batch,
+            task, data, devFile, textColumn, pairColumn, labelColumn, skipBad,
         };
+        open.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
-            if (parse.GetValue(batch) < 1) throw new UsageException($"--batch-size must be at least 1, got {parse.GetValue(batch)}");
-            var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
-                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
-            using var _ = loaded;
+            int batchSize = open.BatchSize(parse);
+            using var loaded = open.Open(parse);
             var manifest = loaded.Manifest;
             var request = new DataRequest
             {
@@ -53,7 +47,7 @@ static class EvalCommand
             var dev = EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength,
                 request.SkipBadRows, out int skipped);
             if (dev.Count == 0) throw new UsageException($"{taskData.TaskName}: no usable evaluation rows");
-            var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, parse.GetValue(batch), loaded.Device);
+            var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, batchSize, loaded.Device);
             var result = new Dictionary<string, object> { ["adapter"] = manifest.Name, ["task"] = taskData.TaskName, ["examples"] = dev.Count };
             if (skipped + taskData.Skipped > 0) result["skipped"] = skipped + taskData.Skipped;
             foreach (var (name, value) in metrics) result[name] = Math.Round(value, 6);

@@ -14,27 +14,22 @@ static class PredictCommand
 {
     public static Command Create()
     {
-        var adapter = AdapterOptions.Adapter();
-        var model = AdapterOptions.BaseModel();
-        var vocab = CommonOptions.Vocab();
-        var device = CommonOptions.Device();
-        var precision = CommonOptions.Precision();
+        var open = new AdapterOpenOptions(defaultBatch: 64);
         var input = new Option<string?>("--input", "-i") { Description = "File of texts: plain lines or JSONL; '-' for stdin." };
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 64 };
         var texts = new Argument<string[]>("texts") { Description = "Texts to classify (else --input or stdin).", Arity = ArgumentArity.ZeroOrMore };
         var command = new Command("predict", "Predict with an adapter: JSONL with label and probabilities (or score) per input.")
         {
-            adapter, model, vocab, device, precision, input, batch, texts,
+            input, texts,
         };
+        open.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
-            if (parse.GetValue(batch) < 1) throw new UsageException($"--batch-size must be at least 1, got {parse.GetValue(batch)}");
+            int batchSize = open.BatchSize(parse);
             var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
-            using var loaded = LoadedAdapter.Open(parse.GetValue(adapter)!, parse.GetValue(model), parse.GetValue(vocab),
-                Devices.Resolve(parse.GetValue(device)!, Run.StderrLog), parse.GetValue(precision)!);
+            using var loaded = open.Open(parse);
             var head = loaded.Manifest.Head;
             var data = EncodedDataset.Unlabelled(inputs.Select(i => (i.Text, i.Pair)), loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
-            var outputs = Trainer.Predict(loaded.Model, data, parse.GetValue(batch), loaded.Device);
+            var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
             for (int i = 0; i < inputs.Count; i++)
             {
                 var row = new Dictionary<string, object> { ["text"] = inputs[i].Text };

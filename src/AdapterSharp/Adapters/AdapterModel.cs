@@ -320,10 +320,15 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public Tensor EncodePerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
     {
         using var scope = NewDisposeScope();
-        bert.Context.RowAdapters = SelectRows(adapterPerRow, inputIds);
+        return EncodeRows(inputIds, attentionMask, tokenTypeIds, SelectRows(adapterPerRow, inputIds)).MoveToOuterDisposeScope();
+    }
+
+    Tensor EncodeRows(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, RowSelection rows)
+    {
+        bert.Context.RowAdapters = rows;
         try
         {
-            return bert.Encode(inputIds, attentionMask, tokenTypeIds).MoveToOuterDisposeScope();
+            return bert.Encode(inputIds, attentionMask, tokenTypeIds);
         }
         finally
         {
@@ -341,10 +346,11 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public RowLogits LogitsPerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
     {
         using var scope = NewDisposeScope();
-        var hidden = EncodePerRow(inputIds, attentionMask, tokenTypeIds, adapterPerRow);
+        var rows = SelectRows(adapterPerRow, inputIds);
+        var hidden = EncodeRows(inputIds, attentionMask, tokenTypeIds, rows);
         var outputs = adapterPerRow.Select(n => n is null ? 0 : heads[n].Config.Outputs).ToArray();
-        var stacks = rowStacks!; // built by EncodePerRow
-        var index = tensor(adapterPerRow.Select(name => name is null ? 0L : stacks.Slot(name, this)).ToArray(), device: hidden.device); // (B)
+        var stacks = rowStacks!; // built by SelectRows
+        var index = rows.Index; // (B), the slots the sites used
         var cls = hidden.narrow(1, 0, 1).to_type(ScalarType.Float32); // (B, 1, d): heads read only [CLS]
         var logits = cls.baddbmm(stacks.HeadWeight.index_select(0, index), stacks.HeadBias.index_select(0, index)) // (B, 1, max outputs)
             .squeeze(1)

@@ -60,7 +60,7 @@ public static class MixedBatchBenchmark
         if (adapterCounts.Any(k => k < 1 || k > batch))
             throw new ArgumentException($"adapter counts must be between 1 and the batch size {batch}");
         manual_seed(0);
-        var model = new AdapterModel(new BertModel(config with { VocabSize = 30522, MaxPositionEmbeddings = 512 }, addPooler: false));
+        var model = new AdapterModel(new BertModel(config, addPooler: false));
         for (int k = 0; k < adapterCounts.Max(); k++)
         {
             // Heads of different sizes, as a server holds them.

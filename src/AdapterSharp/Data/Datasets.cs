@@ -75,9 +75,7 @@ public static class DataReader
     static LoadedData Collect(string path, IEnumerable<(int Line, string[] Fields, string? Error)> rows,
         int? columnCount, int text, int? pair, int label, bool skipBadRows, Func<int, string> columnName)
     {
-        var examples = new List<Example>();
-        int skipped = 0;
-        string? firstSkip = null;
+        var kept = new KeptRows(path, skipBadRows);
         int needed = Math.Max(text, Math.Max(pair ?? 0, label)) + 1;
         foreach (var (line, fields, error) in rows)
         {
@@ -92,24 +90,15 @@ public static class DataReader
             if (problem is null && fields[text].Trim().Length == 0) problem = $"empty text in {columnName(text)}";
             if (problem is null && pair is { } p && fields[p].Trim().Length == 0) problem = $"empty text in {columnName(p)}";
             if (problem is null && fields[label].Trim().Length == 0) problem = $"empty label in {columnName(label)}";
-            if (problem is not null)
-            {
-                var message = $"{path}:{line}: {problem}";
-                if (!skipBadRows) throw new DataFormatException(message);
-                skipped++;
-                firstSkip ??= message;
-                continue;
-            }
-            examples.Add(new Example(fields[text], pair is { } q ? fields[q] : null, fields[label].Trim(), path, line));
+            if (problem is not null) kept.Reject(line, problem);
+            else kept.Add(new Example(fields[text], pair is { } q ? fields[q] : null, fields[label].Trim(), path, line));
         }
-        return new LoadedData(examples, skipped, firstSkip);
+        return kept.Data;
     }
 
     static LoadedData ReadJsonLines(string path, ColumnSpec columns, bool skipBadRows)
     {
-        var examples = new List<Example>();
-        int skipped = 0;
-        string? firstSkip = null;
+        var kept = new KeptRows(path, skipBadRows);
         foreach (var (line, text, error) in ReadLines(path))
         {
             if (error is null && text.Trim().Length == 0) continue;
@@ -132,17 +121,10 @@ public static class DataReader
                     problem = $"invalid JSON string: {e.Message}";
                 }
             }
-            if (problem is not null)
-            {
-                var message = $"{path}:{line}: {problem}";
-                if (!skipBadRows) throw new DataFormatException(message);
-                skipped++;
-                firstSkip ??= message;
-                continue;
-            }
-            examples.Add(example!);
+            if (problem is not null) kept.Reject(line, problem);
+            else kept.Add(example!);
         }
-        return new LoadedData(examples, skipped, firstSkip);
+        return kept.Data;
     }
 
     static (Example?, string?) FromJson(JsonElement row, ColumnSpec columns, string path, int line)
@@ -262,4 +244,27 @@ public static class DataReader
         }
         if (inQuotes) yield return (recordLine, [], "unterminated quoted field");
     }
+}
+
+/// <summary>
+/// The rows a reader keeps from <paramref name="path"/>: a bad row is a <see cref="DataFormatException"/> naming
+/// file:line, or, with <paramref name="skipBadRows"/>, counted (the first reason kept for the report).
+/// </summary>
+sealed class KeptRows(string path, bool skipBadRows)
+{
+    readonly List<Example> examples = [];
+    int skipped;
+    string? firstSkip;
+
+    public void Add(Example example) => examples.Add(example);
+
+    public void Reject(int line, string problem)
+    {
+        var message = $"{path}:{line}: {problem}";
+        if (!skipBadRows) throw new DataFormatException(message);
+        skipped++;
+        firstSkip ??= message;
+    }
+
+    public LoadedData Data => new(examples, skipped, firstSkip);
 }

@@ -8,7 +8,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace AdapterSharp.Model;
 
 // A BERT encoder in HuggingFace's structure and names, read top to bottom:
-// embeddings → self-attention → self-output → attention → intermediate → output → layer → encoder → pooler.
+// embeddings → self-attention → sublayer output → attention → intermediate → sublayer output → layer → encoder → pooler.
 // Field names are the state-dict keys (encoder.layer.3.attention.output.LayerNorm.weight), so a HF
 // checkpoint loads by name. Decoder parts, KV caches and head pruning are left out on purpose.
 
@@ -94,8 +94,12 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     }
 }
 
-/// <summary>dense → dropout → LayerNorm(h + residual): the first of the two places Houlsby adapters go.</summary>
-public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
+/// <summary>
+/// dense → dropout → LayerNorm(h + residual), with the site's adapters (and fusions) before the LayerNorm: HF's
+/// <c>BertSelfOutput</c> (after attention, <paramref name="inputSize"/> = hidden) and <c>BertOutput</c> (after the
+/// FFN, <paramref name="inputSize"/> = intermediate), the two places Houlsby adapters go. Same keys as HF's.
+/// </summary>
+public sealed class BertSublayerOutput : nn.Module<Tensor, Tensor, Tensor>
 {
     readonly Linear dense;
     [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
@@ -105,10 +109,10 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     readonly NamedModules<AdapterFusion> fusion;
     readonly ForwardContext context;
 
-    public BertSelfOutput(BertConfig config, ForwardContext context) : base(nameof(BertSelfOutput))
+    public BertSublayerOutput(int inputSize, BertConfig config, ForwardContext context) : base(nameof(BertSublayerOutput))
     {
         this.context = context;
-        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        dense = nn.Linear(inputSize, config.HiddenSize);
         layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         adapters = new AdapterSite(context);
@@ -120,23 +124,25 @@ public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
     public NamedModules<AdapterFusion> Fusion => fusion;
     public LayerNorm LayerNorm => layer_norm;
 
-    public override Tensor forward(Tensor hidden, Tensor residual) =>
-        adapters.Apply(dropout.call(context.Project(dense, hidden)), residual, layer_norm, fusion);
+    /// <param name="sublayer">(B, T, inputSize): the attention context or the FFN's intermediate activations.</param>
+    /// <param name="residual">(B, T, H): the sublayer's input.</param>
+    public override Tensor forward(Tensor sublayer, Tensor residual) =>
+        adapters.Apply(dropout.call(context.Project(dense, sublayer)), residual, layer_norm, fusion);
 }
 
 public sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
 {
     [ComponentName(Name = "self")] readonly BertSelfAttention self_attention;
-    readonly BertSelfOutput output;
+    readonly BertSublayerOutput output;
 
     public BertAttention(BertConfig config, ForwardContext context) : base(nameof(BertAttention))
     {
         self_attention = new BertSelfAttention(config, context);
-        output = new BertSelfOutput(config, context);
+        output = new BertSublayerOutput(config.HiddenSize, config, context);
         RegisterComponents();
     }
 
-    public BertSelfOutput Output => output;
+    public BertSublayerOutput Output => output;
 
     public override Tensor forward(Tensor hidden, Tensor mask) =>
         output.call(self_attention.call(hidden, mask), hidden);
@@ -159,52 +165,22 @@ public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden) => Activations.Apply(activation, context.Project(dense, hidden));
 }
 
-/// <summary>dense → dropout → LayerNorm(h + residual) after the FFN: the second adapter place.</summary>
-public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
-{
-    readonly Linear dense;
-    [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
-    readonly Dropout dropout;
-
-    readonly AdapterSite adapters;
-    readonly NamedModules<AdapterFusion> fusion;
-    readonly ForwardContext context;
-
-    public BertOutput(BertConfig config, ForwardContext context) : base(nameof(BertOutput))
-    {
-        this.context = context;
-        dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
-        layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
-        dropout = nn.Dropout(config.HiddenDropoutProb);
-        adapters = new AdapterSite(context);
-        fusion = new NamedModules<AdapterFusion>();
-        RegisterComponents();
-    }
-
-    public AdapterSite Adapters => adapters;
-    public NamedModules<AdapterFusion> Fusion => fusion;
-    public LayerNorm LayerNorm => layer_norm;
-
-    public override Tensor forward(Tensor intermediate, Tensor residual) =>
-        adapters.Apply(dropout.call(context.Project(dense, intermediate)), residual, layer_norm, fusion);
-}
-
 public sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
 {
     readonly BertAttention attention;
     readonly BertIntermediate intermediate;
-    readonly BertOutput output;
+    readonly BertSublayerOutput output;
 
     public BertLayer(BertConfig config, ForwardContext context) : base(nameof(BertLayer))
     {
         attention = new BertAttention(config, context);
         intermediate = new BertIntermediate(config, context);
-        output = new BertOutput(config, context);
+        output = new BertSublayerOutput(config.IntermediateSize, config, context);
         RegisterComponents();
     }
 
     public BertAttention Attention => attention;
-    public BertOutput Output => output;
+    public BertSublayerOutput Output => output;
 
     public override Tensor forward(Tensor hidden, Tensor mask)
     {

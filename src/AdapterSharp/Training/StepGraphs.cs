@@ -54,9 +54,6 @@ sealed class StepGraphs(CudaGraphs.Pool pool) : IDisposable
 
     static Tensor Fixed(Tensor t) => t.clone().DetachFromDisposeScope();
 
-    /// <summary>How many graphs were captured (one per batch shape seen).</summary>
-    public int Count => graphs.Count;
-
     public void Dispose()
     {
         foreach (var entry in graphs.Values) entry.Dispose();

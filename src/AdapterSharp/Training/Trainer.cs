@@ -368,38 +368,38 @@ public sealed class Trainer
             }
             model.Activate(run.Task.Adapter);
             lr = options.LearningRate * LearningRateFactor(step, warmup, totalSteps);
-            if (run.Graphs is { } graphs && run.Steps >= StepGraphs.EagerSteps)
-            {
-                // The whole step, replayed: this task's graph for the batch's shape reads its inputs from fixed tensors.
-                using var scope = NewDisposeScope();
-                var (ids, mask, types, labels, scores) = run.OnDevice.Get(run.NextBatch);
-                var graph = graphs.For(ids, mask!, types, labels, scores, (i, m, t, l, s) =>
-                {
-                    Accumulate(run, i, m, t, l, s, 1);
-                    Update(run);
-                });
-                run.Optimizer.Prepare(lr);
-                graph.Replay();
-                run.LossTerms++;
-                run.Examples += run.Batches[run.NextBatch].Length;
-                examplesSeen += run.Batches[run.NextBatch].Length;
-                run.NextBatch++;
-                run.Steps++;
-                return;
-            }
+            // After a few eager steps, a task with graphs replays its whole step (one batch: graphs imply no accumulation).
+            bool replay = run.Graphs is not null && run.Steps >= StepGraphs.EagerSteps;
             // Average over the micro-batches of this optimizer step (the last group of a pass may be short).
-            int group = Math.Min(options.GradientAccumulation, run.Batches.Count - run.NextBatch);
+            int group = replay ? 1 : Math.Min(options.GradientAccumulation, run.Batches.Count - run.NextBatch);
             for (int k = 0; k < group; k++, run.NextBatch++)
             {
                 using var scope = NewDisposeScope();
                 var (ids, mask, types, labels, scores) = run.OnDevice.Get(run.NextBatch);
-                Accumulate(run, ids, mask, types, labels, scores, group);
+                if (replay)
+                {
+                    // This task's graph for the batch's shape reads its inputs from fixed tensors, refilled here.
+                    var graph = run.Graphs!.For(ids, mask!, types, labels, scores, (i, m, t, l, s) =>
+                    {
+                        Accumulate(run, i, m, t, l, s, 1);
+                        Update(run);
+                    });
+                    run.Optimizer.Prepare(lr);
+                    graph.Replay();
+                }
+                else
+                {
+                    Accumulate(run, ids, mask, types, labels, scores, group);
+                }
                 run.LossTerms++;
                 run.Examples += run.Batches[run.NextBatch].Length;
                 examplesSeen += run.Batches[run.NextBatch].Length;
             }
-            run.Optimizer.Prepare(lr);
-            Update(run);
+            if (!replay)
+            {
+                run.Optimizer.Prepare(lr);
+                Update(run);
+            }
             run.Steps++;
         }
 
