@@ -209,4 +209,14 @@ public class MixedBatchTests
             Assert.True(diff <= 5e-2f, $"row {row}: {diff}");
         }
     }
+
+    [Fact]
+    public void Bench_mixed_check_finds_each_row_equal_to_the_row_alone()
+    {
+        // bench mixed --check: random padding, heads of three sizes, every 7th row on no adapter.
+        var records = AdapterSharp.Benchmarks.MixedBatchBenchmark.Check("bert-base-ops", batch: 8, seq: 6, adapterCounts: [1, 4], CPU, "fp32").ToList();
+
+        Assert.Equal(new[] { 1, 4 }, records.Select(r => (int)r["adapters"]));
+        Assert.All(records, r => Assert.InRange((double)r["max_abs_diff"], 0, 1e-5));
+    }
 }
