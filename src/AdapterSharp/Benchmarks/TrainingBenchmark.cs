@@ -126,6 +126,7 @@ public static class TrainingBenchmark
         {
             Synchronize(device);
             graph.Capture(CudaGraphs.NewPool(), () => Work(w.Batch));
+            CudaAllocator.EmptyCache(); // the warm-up's cached blocks: the replays use the graph's own pool
             for (int i = 0; i < w.Warmup; i++) Step();
         }
         Synchronize(device);
@@ -139,8 +140,12 @@ public static class TrainingBenchmark
         }
         Synchronize(device);
         double seconds = clock.Elapsed.TotalSeconds / w.Steps;
+        // Memory as the steps left it, before the loss below is computed for the report.
+        var allocator = device.type == DeviceType.CUDA ? CudaAllocator.Read(Math.Max(0, (int)device.index)) : null;
+        var deviceUsed = device.type == DeviceType.CUDA ? DeviceMemory.UsedBytes() : null;
         if (training)
             using (NewDisposeScope())
+            using (no_grad())
                 lastLoss = F.cross_entropy(model.Logits(ids, null, types).to_type(ScalarType.Float32), labels).item<float>();
         optimizer?.Dispose();
 
@@ -162,7 +167,12 @@ public static class TrainingBenchmark
             ["cuda_graphs"] = graphs,
         };
         if (training) record["loss"] = Math.Round(lastLoss, 4);
-        if (device.type == DeviceType.CUDA && DeviceMemory.UsedBytes() is { } used)
+        if (allocator is { } stats)
+        {
+            record["peak_alloc_gb"] = Math.Round(stats.PeakAllocated / Math.Pow(2, 30), 2); // the whole run's, capture included
+            record["reserved_gb"] = Math.Round(stats.Reserved / Math.Pow(2, 30), 2); // the allocator's, graph pool included
+        }
+        if (deviceUsed is { } used)
             record["device_used_gb"] = Math.Round(used / Math.Pow(2, 30), 2);
         return record;
     }

@@ -39,15 +39,29 @@ public sealed class ForwardContext
     /// are (cast once, up front); trainable float32 weights are cast on the fly, so gradients reach the float32
     /// masters.
     /// </summary>
-    public Tensor Project(Linear linear, Tensor x)
-    {
-        if (MatmulType == ScalarType.Float32 && x.dtype == ScalarType.Float32 && linear.weight!.dtype == ScalarType.Float32)
-            return linear.call(x);
-        return Project(x, linear.weight!, linear.bias);
-    }
+    public Tensor Project(Linear linear, Tensor x) => Project(x, linear.weight!, linear.bias);
 
-    public Tensor Project(Tensor x, Tensor weight, Tensor? bias) =>
-        F.linear(As(x), As(weight), bias is null ? null : As(bias));
+    /// <summary>
+    /// <c>x Wᵀ + b</c> over the last dimension of <paramref name="x"/>, as one <c>addmm</c> on the rows flattened
+    /// to 2-D, so the bias is added in the product's epilogue. Not <c>F.linear</c>: TorchSharp's goes through
+    /// libtorch's C++ <c>nn::functional::linear</c>, which for 3-D input runs <c>matmul</c> and then a separate
+    /// broadcast <c>+= bias</c> over the whole output (on the GPU, 8 extra passes per BERT layer).
+    /// </summary>
+    /// <param name="x">(…, in).</param>
+    /// <param name="weight">(out, in).</param>
+    /// <param name="bias">(out), or null.</param>
+    /// <returns>(…, out).</returns>
+    public Tensor Project(Tensor x, Tensor weight, Tensor? bias)
+    {
+        x = As(x);
+        weight = As(weight);
+        if (bias is null) return x.matmul(weight.t());
+        if (x.dim() == 2) return addmm(As(bias), x, weight.t(), beta: 1, alpha: 1);
+        var shape = x.shape;
+        var rows = addmm(As(bias), x.reshape(-1, shape[^1]), weight.t(), beta: 1, alpha: 1); // (N, out)
+        shape[^1] = weight.shape[0];
+        return rows.view(shape);
+    }
 
     /// <summary>
     /// A different linear map per row, <c>x_b W_b + bias_b</c>, in <see cref="MatmulType"/>.

@@ -43,6 +43,8 @@ sealed class StepGraphs(CudaGraphs.Pool pool) : IDisposable
             entry = new Entry(Fixed(ids), Fixed(mask), Fixed(types), Fixed(labels), Fixed(scores), new CudaGraphs.Graph());
             graphs[key] = entry;
             entry.Graph.Capture(pool, () => step(entry.Ids, entry.Mask, entry.Types, entry.Labels, entry.Scores));
+            // Blocks the eager steps left cached go back to the device: replays allocate nothing outside the pool.
+            CudaAllocator.EmptyCache();
         }
         entry.Ids.copy_(ids);
         entry.Mask.copy_(mask);

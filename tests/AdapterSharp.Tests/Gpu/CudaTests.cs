@@ -96,4 +96,21 @@ public sealed class CudaTests
         foreach (var record in MixedBatchBenchmark.Check("minilm-l6", batch: 32, seq: 32, adapterCounts: [1, 8, 32], CUDA, "fp32"))
             Assert.True((double)record["max_abs_diff"] <= 1e-5, $"K = {record["adapters"]}: {record["max_abs_diff"]}");
     }
+
+    [CudaFact]
+    public void The_allocator_reports_what_is_allocated_and_releases_its_cache()
+    {
+        Assert.True(CudaAllocator.Available, CudaAllocator.Problem);
+        var before = CudaAllocator.Read(0)!.Value;
+        using (var big = zeros(256L << 20, ScalarType.Byte, CUDA)) // 256 MiB
+        {
+            var during = CudaAllocator.Read(0)!.Value;
+            Assert.Equal(256L << 20, during.Allocated - before.Allocated);
+            Assert.True(during.PeakAllocated >= during.Allocated);
+        }
+        var cached = CudaAllocator.Read(0)!.Value;
+        Assert.True(cached.Reserved >= before.Reserved + (256L << 20), "freed blocks stay cached");
+        CudaAllocator.EmptyCache();
+        Assert.True(CudaAllocator.Read(0)!.Value.Reserved <= cached.Reserved - (256L << 20), "the cache went back");
+    }
 }

@@ -1,5 +1,6 @@
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace AdapterSharp.Tests.Model;
@@ -12,6 +13,32 @@ public class BertTests
         using var a = tensor(new float[] { 1, 2, 3, 4 }).reshape(2, 2);
         using var product = a.matmul(a);
         Assert.Equal(new float[] { 7, 10, 15, 22 }, product.data<float>().ToArray());
+    }
+
+    [Theory]
+    [InlineData(new long[] { 5, 7 }, true)]
+    [InlineData(new long[] { 2, 3, 7 }, true)]
+    [InlineData(new long[] { 2, 3, 7 }, false)]
+    public void Project_equals_a_linear_layer(long[] shape, bool withBias)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var linear = nn.Linear(7, 4, hasBias: withBias);
+        var x = randn(shape);
+        var expected = linear.call(x);
+        var actual = new ForwardContext().Project(linear, x);
+        Assert.Equal(expected.shape, actual.shape);
+        Assert.True((expected - actual).abs().max().item<float>() < 1e-6f);
+    }
+
+    [Fact]
+    public void The_cuda_allocator_says_why_it_is_unavailable_on_a_cpu_libtorch()
+    {
+        if (cuda.is_available()) return; // covered by the GPU tests
+        Assert.False(AdapterSharp.Native.CudaAllocator.Available);
+        Assert.Contains("not loaded", AdapterSharp.Native.CudaAllocator.Problem);
+        Assert.Null(AdapterSharp.Native.CudaAllocator.Read(0));
+        AdapterSharp.Native.CudaAllocator.EmptyCache(); // does nothing, does not throw
     }
 
     [Fact]
