@@ -5,7 +5,7 @@
 # alone), then the ratio table. Results go to $OUT (or ./gpu-out).
 set -uo pipefail
 out=${OUT:-gpu-out}; mkdir -p "$out"
-app=/tmp/adaptersharp; mkdir -p "$app"; [ -x "$app/adaptersharp" ] || tar xJf .gpu/app.txz -C "$app"
+app=/tmp/adaptersharp; rm -rf "$app"; mkdir -p "$app"; tar xJf .gpu/app.txz -C "$app" # always this bundle, never a warm machine's older one
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 steps=${STEPS:-30}; warmup=${WARMUP:-10}
 workloads=("--shape bert-base --mode adapter --batch 64 --seq 128"

@@ -311,6 +311,8 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             if (module is Linear && !path.Contains("adapters", StringComparison.Ordinal) && !path.Contains("fusion", StringComparison.Ordinal)
                 && module.parameters().All(p => !p.requires_grad))
                 module.to(type);
+        // The float32 weights' blocks would stay in the CUDA allocator's cache, in sizes activations seldom fit.
+        if (encoder.parameters().Any(p => p.device.type == DeviceType.CUDA)) AdapterSharp.Native.CudaAllocator.EmptyCache();
     }
 
     /// <summary>The pooled [CLS] vector (B, H) from a last hidden state.</summary>

@@ -61,6 +61,9 @@ public sealed class FlatAdamW : IDisposable
             offset += n;
         }
         scalars = zeros(3, ScalarType.Float32, device);
+        // The parameters' old storages are free now; on a GPU their blocks would stay cached, in sizes the
+        // activations seldom fit. Hand them back.
+        if (device.type == DeviceType.CUDA) Native.CudaAllocator.EmptyCache();
     }
 
     /// <summary>Zeroes the flat gradient buffer (one kernel; the parameters' .grad stay views of it).</summary>
