@@ -41,6 +41,7 @@ public static class CudaLibTorch
                 searched.Add($"{origin}: {dir} has no libtorch_cuda.so");
                 continue;
             }
+            UseExpandableSegments();
             foreach (var name in LoadOrder)
             {
                 var path = Path.Combine(dir, name);
@@ -59,6 +60,23 @@ public static class CudaLibTorch
         }
         return "no CUDA libtorch found; searched " + string.Join("; ", searched);
     }
+
+    /// <summary>
+    /// Unless the user configured the CUDA caching allocator, lets it grow segments in place
+    /// (<c>expandable_segments</c>) rather than keep many fixed-size ones: a captured training step's pool then
+    /// reserves about what the step allocates (measured on an H100: bert-base full fine-tuning b64, 5.86 → 4.84 GB
+    /// reserved for 4.66 GB allocated; same step time). Set in the native environment, where libtorch reads it
+    /// at its first CUDA allocation (.NET's own environment block is not the native one on Linux).
+    /// </summary>
+    static void UseExpandableSegments()
+    {
+        const string name = "PYTORCH_CUDA_ALLOC_CONF";
+        // A failure (out of memory for the environment) leaves the allocator's default: nothing to report.
+        if (Environment.GetEnvironmentVariable(name) is null) _ = SetEnv(name, "expandable_segments:True", overwrite: 0);
+    }
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    static extern int SetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
 
     static IEnumerable<(string Origin, string? Dir)> Candidates()
     {
