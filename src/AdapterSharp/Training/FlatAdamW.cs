@@ -5,17 +5,22 @@ using static TorchSharp.torch;
 namespace AdapterSharp.Training;
 
 /// <summary>
-/// AdamW over one flat buffer. Every trainable parameter is re-pointed at a slice of a single float32 tensor,
-/// and its gradient at a slice of a second one, so that clipping and the update are a handful of kernels
-/// whatever the number of tensors (an adapter set has hundreds of small ones; a per-tensor optimizer would
-/// launch thousands of kernels per step). The gradient norm stays on the device: no host synchronisation.
+/// AdamW over one flat buffer. Every trainable parameter is re-pointed at a slice of a single float32 tensor, so
+/// that clipping and the update are a handful of kernels whatever the number of tensors (an adapter set has
+/// hundreds of small ones; a per-tensor optimizer would launch thousands of kernels per step). Gradients are
+/// not kept in a flat buffer between steps: <see cref="ZeroGrad"/> drops them, as PyTorch's
+/// <c>zero_grad(set_to_none=True)</c> does, so the backward allocates each one as it reaches it, while activations
+/// are being freed; the step gathers them into one flat tensor (one copy) only after the backward. A persistent
+/// buffer would be live through the whole forward pass: for full fine-tuning of bert-base, 415 MiB on top of the
+/// step's peak. The gradient norm stays on the device: no host synchronisation.
 /// The step's scalars (learning rate, bias corrections) live in a small device tensor that <see cref="Prepare"/>
 /// refills, so <see cref="Apply"/> can be captured once in a CUDA graph and replayed every step.
 /// </summary>
 public sealed class FlatAdamW : IDisposable
 {
     readonly Tensor values;
-    readonly Tensor gradients;
+    readonly Parameter[] ordered; // as laid out in the buffers
+    Tensor? gradients; // this step's gradients gathered, from ClipGradNorm or Apply until the step ends
     readonly Tensor exp_avg;
     readonly Tensor exp_avg_sq;
     readonly long decayed; // the parameters with weight decay come first in the buffers: values[..decayed]
@@ -31,7 +36,6 @@ public sealed class FlatAdamW : IDisposable
         var device = parameters[0].Parameter.device;
         long total = parameters.Sum(p => p.Parameter.numel());
         values = zeros(total, ScalarType.Float32, device);
-        gradients = zeros(total, ScalarType.Float32, device);
         exp_avg = zeros(total, ScalarType.Float32, device);
         exp_avg_sq = zeros(total, ScalarType.Float32, device);
         this.beta1 = beta1;
@@ -42,7 +46,9 @@ public sealed class FlatAdamW : IDisposable
         using var noGrad = no_grad();
         long offset = 0;
         // Decayed parameters first, so that decay is one product over a prefix of the buffer (no mask to read).
-        foreach (var (parameter, decay) in parameters.Where(p => p.Decay).Concat(parameters.Where(p => !p.Decay)))
+        var layout = parameters.Where(p => p.Decay).Concat(parameters.Where(p => !p.Decay)).ToList();
+        ordered = layout.Select(p => p.Parameter).ToArray();
+        foreach (var (parameter, decay) in layout)
         {
             if (parameter.dtype != ScalarType.Float32)
                 throw new ArgumentException($"trainable parameters must be float32, got {parameter.dtype}", nameof(parameters));
@@ -54,8 +60,7 @@ public sealed class FlatAdamW : IDisposable
             {
                 values.narrow(0, offset, n).copy_(parameter.flatten());
                 parameter.set_(values.narrow(0, offset, n).view(shape));
-                // Autograd accumulates into an existing .grad in place, so gradients land in the flat buffer.
-                parameter.grad = gradients.narrow(0, offset, n).view(shape);
+                parameter.grad = null;
             }
             if (decay) decayed += n;
             offset += n;
@@ -66,20 +71,36 @@ public sealed class FlatAdamW : IDisposable
         if (device.type == DeviceType.CUDA) Native.CudaAllocator.EmptyCache();
     }
 
-    /// <summary>Zeroes the flat gradient buffer (one kernel; the parameters' .grad stay views of it).</summary>
+    /// <summary>Drops the gradients (the next backward allocates them afresh), as <c>zero_grad(set_to_none=True)</c>.</summary>
     public void ZeroGrad()
     {
-        // In-place operations still hand back a new managed wrapper; the scope releases it.
+        foreach (var parameter in ordered) parameter.grad = null;
+        gradients?.Dispose();
+        gradients = null;
+    }
+
+    /// <summary>
+    /// The parameters' gradients as one flat tensor in the buffers' layout (zeros for a parameter the backward
+    /// did not reach), gathered once per step.
+    /// </summary>
+    Tensor Gradients()
+    {
+        if (gradients is not null) return gradients;
         using var scope = NewDisposeScope();
-        gradients.zero_();
+        using var noGrad = no_grad();
+        var parts = ordered.Select(p => p.grad is { } g ? g.flatten() : zeros(p.numel(), ScalarType.Float32, p.device)).ToArray();
+        gradients = cat(parts).DetachFromDisposeScope();
+        return gradients;
     }
 
     /// <summary>Scales the gradients to at most <paramref name="maxNorm"/> in L2 norm, on the device.</summary>
     public void ClipGradNorm(double maxNorm)
     {
         using var scope = NewDisposeScope();
-        var norm = gradients.norm();
-        gradients.mul_(clamp_max(maxNorm / (norm + 1e-6), 1.0));
+        using var noGrad = no_grad();
+        var flat = Gradients();
+        var norm = flat.norm();
+        flat.mul_(clamp_max(maxNorm / (norm + 1e-6), 1.0));
     }
 
     /// <summary>One AdamW step at <paramref name="learningRate"/>: <see cref="Prepare"/>, then <see cref="Apply"/>.</summary>
@@ -107,18 +128,22 @@ public sealed class FlatAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        var gradients = Gradients();
         // Decoupled weight decay, on the decayed prefix only (not biases and LayerNorms).
         if (weightDecay > 0 && decayed > 0) values.narrow(0, 0, decayed).mul_(scalars.narrow(0, 0, 1));
         exp_avg.lerp_(gradients, 1 - beta1); // β1·m + (1 − β1)·g in one pass
         exp_avg_sq.mul_(beta2).addcmul_(gradients, gradients, value: 1 - beta2);
         var denominator = exp_avg_sq.sqrt().mul_(scalars.narrow(0, 2, 1)).add_(eps);
         values.addcmul_(exp_avg / denominator, scalars.narrow(0, 1, 1), value: 1);
+        // The gathered copy is spent; the parameters' own gradients stay until ZeroGrad (they accumulate otherwise).
+        this.gradients = null;
+        gradients.Dispose();
     }
 
     public void Dispose()
     {
         values.Dispose();
-        gradients.Dispose();
+        gradients?.Dispose();
         exp_avg.Dispose();
         exp_avg_sq.Dispose();
         scalars.Dispose();

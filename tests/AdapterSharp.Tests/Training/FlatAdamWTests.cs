@@ -65,4 +65,41 @@ public class FlatAdamWTests
             Assert.True(difference < 1e-6, $"{referenceParams[i].Name}: max difference {difference}");
         }
     }
+
+    [Fact]
+    public void Gradients_exist_only_between_a_backward_and_ZeroGrad_and_accumulate_until_then()
+    {
+        using var once = Model();
+        using var twice = Model();
+        using (no_grad())
+        {
+            var source = AdapterSharp.Checkpoints.StateDict.Tensors(once);
+            foreach (var (name, target) in AdapterSharp.Checkpoints.StateDict.Tensors(twice)) target.copy_(source[name]);
+        }
+        static List<(Parameter, bool)> Trained(AdapterModel model) => model.TrainOnly("t").Select(p => (p.Parameter, true)).ToList();
+        using var onceOptimizer = new FlatAdamW(Trained(once), weightDecay: 0);
+        using var twiceOptimizer = new FlatAdamW(Trained(twice), weightDecay: 0);
+        Assert.All(once.TrainOnly("t"), p => Assert.Null(p.Parameter.grad));
+
+        var (ids, mask, types) = TinyBert.Batch(11, 7, 5, 6, 4);
+        using var labels = tensor(new long[] { 0, 1, 1, 0 });
+        using (NewDisposeScope())
+        {
+            (2 * F.cross_entropy(once.call(ids, mask, types), labels)).backward();
+            onceOptimizer.ClipGradNorm(0.05);
+            onceOptimizer.Step(1e-3);
+            // Two backward passes without ZeroGrad between them: the gradients add up, as in PyTorch.
+            F.cross_entropy(twice.call(ids, mask, types), labels).backward();
+            F.cross_entropy(twice.call(ids, mask, types), labels).backward();
+            twiceOptimizer.ClipGradNorm(0.05);
+            twiceOptimizer.Step(1e-3);
+        }
+        var expected = once.TrainOnly("t").ToDictionary(p => p.Name, p => p.Parameter);
+        foreach (var (name, parameter) in twice.TrainOnly("t"))
+            Assert.True((parameter - expected[name]).abs().max().item<float>() < 1e-6f, name);
+
+        Assert.Contains(twice.TrainOnly("t"), p => p.Parameter.grad is not null);
+        twiceOptimizer.ZeroGrad();
+        Assert.All(twice.TrainOnly("t"), p => Assert.Null(p.Parameter.grad));
+    }
 }
