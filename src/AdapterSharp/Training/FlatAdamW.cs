@@ -10,17 +10,24 @@ namespace AdapterSharp.Training;
 /// hundreds of small ones; a per-tensor optimizer would launch thousands of kernels per step). Gradients are
 /// not kept in a flat buffer between steps: <see cref="ZeroGrad"/> drops them, as PyTorch's
 /// <c>zero_grad(set_to_none=True)</c> does, so the backward allocates each one as it reaches it, while activations
-/// are being freed; the step gathers them into one flat tensor (one copy) only after the backward. A persistent
-/// buffer would be live through the whole forward pass: for full fine-tuning of bert-base, 415 MiB on top of the
-/// step's peak. The gradient norm stays on the device: no host synchronisation.
+/// are being freed; the step gathers them only after the backward, in chunks of at most
+/// <see cref="DefaultChunkElements"/> consecutive parameters (one copy each; a parameter that size or larger is used as it
+/// is). A persistent buffer would be live through the whole forward pass (for full fine-tuning of bert-base,
+/// 415 MiB on top of the step's peak), and one gathered copy of that size finds no hole left by the freed
+/// activations, so the allocator grows by it. An adapter set is one chunk. The gradient norm stays on the device:
+/// no host synchronisation.
 /// The step's scalars (learning rate, bias corrections) live in a small device tensor that <see cref="Prepare"/>
 /// refills, so <see cref="Apply"/> can be captured once in a CUDA graph and replayed every step.
 /// </summary>
 public sealed class FlatAdamW : IDisposable
 {
+    /// <summary>Default elements per gathered gradient chunk (32 MiB of float32).</summary>
+    public const long DefaultChunkElements = 8L << 20;
+
     readonly Tensor values;
     readonly Parameter[] ordered; // as laid out in the buffers
-    Tensor? gradients; // this step's gradients gathered, from ClipGradNorm or Apply until the step ends
+    readonly List<(long Offset, long Length, Parameter[] Parameters)> chunks = []; // consecutive runs of `ordered`
+    Tensor[]? gradients; // this step's gradients, a tensor per chunk, from ClipGradNorm or Apply until the step ends
     readonly Tensor exp_avg;
     readonly Tensor exp_avg_sq;
     readonly long decayed; // the parameters with weight decay come first in the buffers: values[..decayed]
@@ -29,8 +36,9 @@ public sealed class FlatAdamW : IDisposable
     long steps;
 
     /// <param name="parameters">Trainable parameters, each with whether weight decay applies to it.</param>
+    /// <param name="chunkElements">At most this many elements per gathered gradient chunk.</param>
     public FlatAdamW(IReadOnlyList<(Parameter Parameter, bool Decay)> parameters, double weightDecay,
-        double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+        double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, long chunkElements = DefaultChunkElements)
     {
         if (parameters.Count == 0) throw new ArgumentException("nothing to optimize", nameof(parameters));
         var device = parameters[0].Parameter.device;
@@ -65,6 +73,21 @@ public sealed class FlatAdamW : IDisposable
             if (decay) decayed += n;
             offset += n;
         }
+        long start = 0, length = 0;
+        var run = new List<Parameter>();
+        foreach (var parameter in ordered)
+        {
+            long n = parameter.numel();
+            if (run.Count > 0 && length + n > chunkElements)
+            {
+                chunks.Add((start, length, run.ToArray()));
+                (start, length) = (start + length, 0);
+                run.Clear();
+            }
+            run.Add(parameter);
+            length += n;
+        }
+        chunks.Add((start, length, run.ToArray()));
         scalars = zeros(3, ScalarType.Float32, device);
         // The parameters' old storages are free now; on a GPU their blocks would stay cached, in sizes the
         // activations seldom fit. Hand them back.
@@ -75,21 +98,27 @@ public sealed class FlatAdamW : IDisposable
     public void ZeroGrad()
     {
         foreach (var parameter in ordered) parameter.grad = null;
-        gradients?.Dispose();
+        ReleaseGathered();
+    }
+
+    void ReleaseGathered()
+    {
+        foreach (var chunk in gradients ?? []) chunk.Dispose();
         gradients = null;
     }
 
     /// <summary>
-    /// The parameters' gradients as one flat tensor in the buffers' layout (zeros for a parameter the backward
-    /// did not reach), gathered once per step.
+    /// The parameters' gradients, one flat tensor per chunk in the buffers' layout (zeros for a parameter the
+    /// backward did not reach), gathered once per step. A one-parameter chunk is a view of its gradient.
     /// </summary>
-    Tensor Gradients()
+    Tensor[] Gradients()
     {
         if (gradients is not null) return gradients;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var parts = ordered.Select(p => p.grad is { } g ? g.flatten() : zeros(p.numel(), ScalarType.Float32, p.device)).ToArray();
-        gradients = cat(parts).DetachFromDisposeScope();
+        static Tensor Flat(Parameter p) => p.grad is { } g ? g.reshape(-1) : zeros(p.numel(), ScalarType.Float32, p.device);
+        gradients = chunks.Select(c => (c.Parameters.Length == 1 ? Flat(c.Parameters[0]) : cat(c.Parameters.Select(Flat).ToArray()))
+            .DetachFromDisposeScope()).ToArray();
         return gradients;
     }
 
@@ -98,9 +127,10 @@ public sealed class FlatAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var flat = Gradients();
-        var norm = flat.norm();
-        flat.mul_(clamp_max(maxNorm / (norm + 1e-6), 1.0));
+        var parts = Gradients();
+        var norm = parts.Length == 1 ? parts[0].norm() : stack(parts.Select(g => g.norm()).ToArray()).norm();
+        var factor = clamp_max(maxNorm / (norm + 1e-6), 1.0);
+        foreach (var g in parts) g.mul_(factor);
     }
 
     /// <summary>One AdamW step at <paramref name="learningRate"/>: <see cref="Prepare"/>, then <see cref="Apply"/>.</summary>
@@ -128,22 +158,26 @@ public sealed class FlatAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var gradients = Gradients();
+        var parts = Gradients();
         // Decoupled weight decay, on the decayed prefix only (not biases and LayerNorms).
         if (weightDecay > 0 && decayed > 0) values.narrow(0, 0, decayed).mul_(scalars.narrow(0, 0, 1));
-        exp_avg.lerp_(gradients, 1 - beta1); // β1·m + (1 − β1)·g in one pass
-        exp_avg_sq.mul_(beta2).addcmul_(gradients, gradients, value: 1 - beta2);
-        var denominator = exp_avg_sq.sqrt().mul_(scalars.narrow(0, 2, 1)).add_(eps);
-        values.addcmul_(exp_avg / denominator, scalars.narrow(0, 1, 1), value: 1);
-        // The gathered copy is spent; the parameters' own gradients stay until ZeroGrad (they accumulate otherwise).
-        this.gradients = null;
-        gradients.Dispose();
+        for (int i = 0; i < parts.Length; i++)
+        {
+            var (offset, length, _) = chunks[i];
+            var (g, m, v) = (parts[i], exp_avg.narrow(0, offset, length), exp_avg_sq.narrow(0, offset, length));
+            m.lerp_(g, 1 - beta1); // β1·m + (1 − β1)·g in one pass
+            v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+            var denominator = v.sqrt().mul_(scalars.narrow(0, 2, 1)).add_(eps);
+            values.narrow(0, offset, length).addcmul_(m / denominator, scalars.narrow(0, 1, 1), value: 1);
+        }
+        // The gathered copies are spent; the parameters' own gradients stay until ZeroGrad (they accumulate otherwise).
+        ReleaseGathered();
     }
 
     public void Dispose()
     {
         values.Dispose();
-        gradients?.Dispose();
+        ReleaseGathered();
         exp_avg.Dispose();
         exp_avg_sq.Dispose();
         scalars.Dispose();

@@ -20,8 +20,10 @@ public class FlatAdamWTests
         return model;
     }
 
-    [Fact]
-    public void Matches_torch_adamw_with_decay_groups_and_clipping_step_for_step()
+    [Theory]
+    [InlineData(FlatAdamW.DefaultChunkElements)] // an adapter set: one gathered chunk
+    [InlineData(700L)] // many chunks, and parameters larger than a chunk used as they are
+    public void Matches_torch_adamw_with_decay_groups_and_clipping_step_for_step(long chunkElements)
     {
         using var reference = Model();
         using var flat = Model();
@@ -38,7 +40,8 @@ public class FlatAdamWTests
             new AdamW.ParamGroup(referenceParams.Where(p => Decay(p.Name)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0.01 }),
             new AdamW.ParamGroup(referenceParams.Where(p => !Decay(p.Name)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
         ], lr: 1e-3);
-        using var optimizer = new FlatAdamW(flatParams.Select(p => (p.Parameter, Decay(p.Name))).ToList(), weightDecay: 0.01);
+        using var optimizer = new FlatAdamW(flatParams.Select(p => (p.Parameter, Decay(p.Name))).ToList(), weightDecay: 0.01,
+            chunkElements: chunkElements);
 
         var (ids, mask, types) = TinyBert.Batch(11, 7, 5, 6, 4);
         using var labels = tensor(new long[] { 0, 1, 1, 0 });
