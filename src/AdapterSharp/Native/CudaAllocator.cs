@@ -54,7 +54,7 @@ public static unsafe class CudaAllocator
     /// <summary>The allocator's current and peak figures for a device, or null where unavailable.</summary>
     public static Stats? Read(int device)
     {
-        if (Method(api => api.DeviceStatsSlot) is not ({ } self, { } fn)) return null;
+        if (!Ready(device) || Method(api => api.DeviceStatsSlot) is not ({ } self, { } fn)) return null;
         var buffer = (byte*)NativeMemory.AllocZeroed(DeviceStatsBufferBytes);
         try
         {
@@ -73,8 +73,20 @@ public static unsafe class CudaAllocator
     /// <summary>Starts the peak figures afresh from the current ones.</summary>
     public static void ResetPeak(int device)
     {
-        if (Method(api => api.ResetPeakSlot) is not ({ } self, { } fn)) return;
+        if (!Ready(device) || Method(api => api.ResetPeakSlot) is not ({ } self, { } fn)) return;
         ((delegate* unmanaged<nint, sbyte, void>)fn)(self, (sbyte)device);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="device"/> exists and the allocator is set up for it. Its stats methods throw a C++
+    /// exception (which would abort the process, crossing into .NET) before the first CUDA allocation sets it up,
+    /// so one byte is allocated first.
+    /// </summary>
+    static bool Ready(int device)
+    {
+        if (!Available || device < 0 || device >= TorchSharp.torch.cuda.device_count()) return false;
+        using var warm = TorchSharp.torch.empty(1, TorchSharp.torch.ScalarType.Byte, new TorchSharp.torch.Device(TorchSharp.DeviceType.CUDA, device));
+        return true;
     }
 
     static (nint Self, nint Function)? Method(Func<Api, int> slot)
@@ -88,7 +100,7 @@ public static unsafe class CudaAllocator
 
     static (Api?, string?) Load()
     {
-        if (!TryOpen("libc10_cuda.so", out var c10Cuda) || !TryOpen("libtorch_cuda.so", out var torchCuda))
+        if (!CudaLibTorch.TryOpenLoaded("libc10_cuda.so", out var c10Cuda) || !CudaLibTorch.TryOpenLoaded("libtorch_cuda.so", out var torchCuda))
             return (null, "libc10_cuda.so / libtorch_cuda.so are not loaded (CPU-only libtorch)");
         if (!NativeLibrary.TryGetExport(c10Cuda, "_ZN3c104cuda20CUDACachingAllocator9allocatorE", out var instance))
             return (null, "libc10_cuda.so exports no CUDACachingAllocator::allocator");
@@ -115,12 +127,6 @@ public static unsafe class CudaAllocator
         api.ResetPeakSlot = Slot("14resetPeakStatsEa");
         if (missing is not null) return (null, $"libtorch_cuda.so: no usable CUDAPluggableAllocator::{missing}");
         return (api, null);
-    }
-
-    static bool TryOpen(string name, out nint handle)
-    {
-        if (CudaLibTorch.LoadedFrom is { } dir && NativeLibrary.TryLoad(Path.Combine(dir, name), out handle)) return true;
-        return NativeLibrary.TryLoad(name, out handle);
     }
 
     [StructLayout(LayoutKind.Sequential)]

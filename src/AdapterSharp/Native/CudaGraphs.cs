@@ -58,7 +58,7 @@ public static unsafe class CudaGraphs
 
     static (Api?, string?) Load()
     {
-        if (!TryOpen("libtorch_cuda.so", out var torchCuda) || !TryOpen("libc10_cuda.so", out var c10Cuda))
+        if (!CudaLibTorch.TryOpenLoaded("libtorch_cuda.so", out var torchCuda) || !CudaLibTorch.TryOpenLoaded("libc10_cuda.so", out var c10Cuda))
             return (null, "libtorch_cuda.so / libc10_cuda.so are not loaded (CPU-only libtorch)");
         var api = new Api();
         string? missing = null;
@@ -79,12 +79,6 @@ public static unsafe class CudaGraphs
         api.CurrentStream = (delegate* unmanaged<sbyte, Stream>)Symbol(c10Cuda, "_ZN3c104cuda20getCurrentCUDAStreamEa");
         api.SetCurrentStream = (delegate* unmanaged<Stream, void>)Symbol(c10Cuda, "_ZN3c104cuda20setCurrentCUDAStreamENS0_10CUDAStreamE");
         return missing is null ? (api, null) : (null, $"this libtorch lacks {missing}");
-    }
-
-    static bool TryOpen(string name, out nint handle)
-    {
-        if (CudaLibTorch.LoadedFrom is { } dir && NativeLibrary.TryLoad(Path.Combine(dir, name), out handle)) return true;
-        return NativeLibrary.TryLoad(name, out handle);
     }
 
     /// <summary>A new memory pool id: graphs captured into it share memory (safe when none runs concurrently and

@@ -70,10 +70,27 @@ public static class CudaLibTorch
     /// </summary>
     static void UseExpandableSegments()
     {
+        // PYTORCH_ALLOC_CONF is the newer, device-generic name; either one set means the user configured it.
+        if (Environment.GetEnvironmentVariable("PYTORCH_ALLOC_CONF") is not null) return;
         const string name = "PYTORCH_CUDA_ALLOC_CONF";
         // A failure (out of memory for the environment) leaves the allocator's default: nothing to report.
         if (Environment.GetEnvironmentVariable(name) is null) _ = SetEnv(name, "expandable_segments:True", overwrite: 0);
     }
+
+    /// <summary>
+    /// A handle to one of libtorch's libraries if the process has it loaded already: from the folder this class
+    /// loaded, else by soname without loading anything new (a CPU-only process never pulls in a CUDA libtorch).
+    /// </summary>
+    internal static bool TryOpenLoaded(string name, out nint handle)
+    {
+        if (loadedFrom is { } dir && NativeLibrary.TryLoad(Path.Combine(dir, name), out handle)) return true;
+        const int RtldNow = 2, RtldNoLoad = 4; // glibc
+        handle = DlOpen(name, RtldNow | RtldNoLoad);
+        return handle != 0;
+    }
+
+    [DllImport("libc", EntryPoint = "dlopen")]
+    static extern nint DlOpen([MarshalAs(UnmanagedType.LPUTF8Str)] string name, int flags);
 
     [DllImport("libc", EntryPoint = "setenv")]
     static extern int SetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);

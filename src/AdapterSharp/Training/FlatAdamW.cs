@@ -122,7 +122,11 @@ public sealed class FlatAdamW : IDisposable
         return gradients;
     }
 
-    /// <summary>Scales the gradients to at most <paramref name="maxNorm"/> in L2 norm, on the device.</summary>
+    /// <summary>
+    /// Scales the step's gathered gradients (what <see cref="Apply"/> uses) to at most <paramref name="maxNorm"/> in
+    /// L2 norm, on the device. The parameters' own <c>.grad</c> are scaled only where a chunk is one parameter's
+    /// gradient itself; read the update, not <c>.grad</c>, after clipping.
+    /// </summary>
     public void ClipGradNorm(double maxNorm)
     {
         using var scope = NewDisposeScope();
