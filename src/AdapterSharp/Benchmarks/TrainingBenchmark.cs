@@ -149,7 +149,7 @@ public static class TrainingBenchmark
                 lastLoss = F.cross_entropy(model.Logits(ids, null, types).to_type(ScalarType.Float32), labels).item<float>();
         optimizer?.Dispose();
 
-        double flops = StepFlops(config, w, training, trainable);
+        double flops = StepFlops(config, w, training);
         var record = new Dictionary<string, object>
         {
             ["workload"] = $"{(training ? "train" : "infer")}/{w.Shape}/{w.Mode}",
@@ -220,7 +220,7 @@ public static class TrainingBenchmark
     /// every weight trains; with a frozen base, the base products need input gradients only (once the forward)
     /// while attention and adapters still cost twice.
     /// </summary>
-    public static double StepFlops(BertConfig c, Workload w, bool training, long trainableParams)
+    public static double StepFlops(BertConfig c, Workload w, bool training)
     {
         double tokens = (double)w.Batch * w.Seq;
         double linear = c.NumHiddenLayers * (4.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize);

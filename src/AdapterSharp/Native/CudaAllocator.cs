@@ -32,7 +32,7 @@ public static unsafe class CudaAllocator
     sealed class Api
     {
         public nint Instance; // &c10::cuda::CUDACachingAllocator::allocator, an std::atomic<CUDAAllocator*>
-        public nint Library; // any address inside libc10_cuda, to tell its code apart
+        public nint LibraryBase; // where libc10_cuda is mapped, to tell its code apart
         public int EmptyCacheSlot, DeviceStatsSlot, ResetPeakSlot;
     }
 
@@ -95,7 +95,7 @@ public static unsafe class CudaAllocator
         var self = *(nint*)api.Instance;
         if (self == 0) return null;
         var function = (*(nint**)self)[slot(api)];
-        return InLibrary(function, api.Library) ? (self, function) : null;
+        return function != 0 && DlAddr(function, out var info) != 0 && info.FileBase == api.LibraryBase ? (self, function) : null;
     }
 
     static (Api?, string?) Load()
@@ -106,7 +106,8 @@ public static unsafe class CudaAllocator
             return (null, "libc10_cuda.so exports no CUDACachingAllocator::allocator");
         if (!NativeLibrary.TryGetExport(torchCuda, VtableSymbol, out var vtable))
             return (null, "libtorch_cuda.so exports no CUDAPluggableAllocator vtable to find the allocator's methods by");
-        var api = new Api { Instance = instance, Library = instance };
+        if (DlAddr(instance, out var library) == 0) return (null, "libc10_cuda.so: cannot locate its mapping");
+        var api = new Api { Instance = instance, LibraryBase = library.FileBase };
         string? missing = null;
         int Slot(string method)
         {
@@ -137,8 +138,4 @@ public static unsafe class CudaAllocator
 
     [DllImport("libc", EntryPoint = "dladdr")]
     static extern int DlAddr(nint address, out DlInfo info);
-
-    /// <summary>Whether <paramref name="function"/> lies in the same shared object as <paramref name="reference"/>.</summary>
-    static bool InLibrary(nint function, nint reference) =>
-        function != 0 && DlAddr(function, out var f) != 0 && DlAddr(reference, out var r) != 0 && f.FileBase == r.FileBase;
 }

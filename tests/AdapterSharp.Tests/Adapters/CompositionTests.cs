@@ -25,6 +25,14 @@ public class CompositionTests
     /// The tiny base with adapters a and b, in eval mode. Unless <paramref name="config"/> is given, their weights
     /// are far from the near-identity init (as after training), so that each adapter visibly changes the output.
     /// </summary>
+    /// <summary><see cref="TwoAdapters"/> with a fusion "f" over both, and its head.</summary>
+    static AdapterModel TwoAdaptersFused()
+    {
+        var model = TwoAdapters();
+        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        return model;
+    }
+
     static AdapterModel TwoAdapters(AdapterConfig? config = null)
     {
         var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
@@ -112,8 +120,7 @@ public class CompositionTests
     [Fact]
     public void Fusion_layers_sit_under_their_sites_by_name()
     {
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var keys = StateDict.Tensors(model).Keys.ToHashSet();
 
         Assert.Contains("bert.encoder.layer.1.output.fusion.f.query.weight", keys);
@@ -142,8 +149,7 @@ public class CompositionTests
     [Fact]
     public void A_fusion_starts_as_the_mean_of_its_adapters_outputs()
     {
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var output = model.Bert.Encoder.Layers[0].Output;
         var fusion = output.Fusion["f"];
         using var noGrad = no_grad();
@@ -166,8 +172,7 @@ public class CompositionTests
     [Fact]
     public void Training_a_fusion_changes_only_the_fusion_and_its_head_and_leaves_base_and_adapters_bit_identical()
     {
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var tokenizer = TinyTask.Tokenizer();
         var train = EncodedDataset.Encode(TinyTask.Examples(64, 1), tokenizer, TwoLabels, 32, false, out _);
         var dev = EncodedDataset.Encode(TinyTask.Examples(16, 2), tokenizer, TwoLabels, 32, false, out _);
@@ -190,8 +195,7 @@ public class CompositionTests
     public void A_saved_fusion_loads_with_its_adapters_and_predicts_identically()
     {
         using var dir = new TempDirectory();
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         model.eval();
         RandomizeFusion(model);
         var fusionDir = SaveAll(model, dir.Path);
@@ -214,8 +218,7 @@ public class CompositionTests
     public void A_fusion_whose_adapter_folder_is_gone_names_it_in_one_line()
     {
         using var dir = new TempDirectory();
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var fusionDir = SaveAll(model, dir.Path);
         Directory.Delete(Path.Combine(dir.Path, "b"), recursive: true);
 
@@ -230,8 +233,7 @@ public class CompositionTests
     public void A_fusion_refuses_an_adapter_that_changed_since_it_was_trained()
     {
         using var dir = new TempDirectory();
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var fusionDir = SaveAll(model, dir.Path);
         using (no_grad()) model.Bert.Encoder.Layers[0].Output.Adapters["a"].parameters().First().add_(1);
         AdapterFiles.Save(Path.Combine(dir.Path, "a"), new AdapterManifest { Name = "a", Head = TwoLabels, BaseModel = TinyIdentity, Config = model.Adapters["a"] },
@@ -261,8 +263,7 @@ public class CompositionTests
     [Fact]
     public void A_fused_adapter_cannot_be_removed_before_its_fusion()
     {
-        using var model = TwoAdapters();
-        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, TwoLabels);
+        using var model = TwoAdaptersFused();
         var error = Assert.Throws<ArgumentException>(() => model.RemoveAdapter("a"));
         Assert.Contains("fused by 'f'", error.Message);
         model.RemoveAdapter("f");
