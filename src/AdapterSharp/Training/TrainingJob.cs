@@ -104,13 +104,28 @@ public static class TrainingJob
     /// Builds the model for training: the base without its pooler (the head reads the [CLS] vector of the last
     /// layer) plus adapter <paramref name="name"/>.
     /// </summary>
-    public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, AdapterConfig method, HeadConfig head, int seed)
+    public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, AdapterConfig method, HeadConfig head, int seed) =>
+        OnBase(encoder, model =>
+        {
+            manual_seed(seed);
+            model.AddAdapter(name, method, head);
+            model.Active = name;
+        });
+
+    /// <summary>The base model, set up by <paramref name="setUp"/>; disposed again if that throws.</summary>
+    static AdapterModel OnBase(PretrainedEncoder encoder, Action<AdapterModel> setUp)
     {
         var model = AdapterModel.FromPretrained(encoder);
-        manual_seed(seed);
-        model.AddAdapter(name, method, head);
-        model.Active = name;
-        return model;
+        try
+        {
+            setUp(model);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -121,20 +136,13 @@ public static class TrainingJob
         IReadOnlyList<string> dirs, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
     {
         if (dirs.Count < 2) throw new ArgumentException($"--fuse: name at least two adapter folders, got {dirs.Count}");
-        var model = AdapterModel.FromPretrained(encoder);
-        try
+        return OnBase(encoder, model =>
         {
             LoadAll(model, dirs, identity, loaded, "--fuse");
             manual_seed(seed);
             model.AddFusion(name, new FusionConfig { Adapters = loaded.Select(l => l.Name).ToArray() }, head);
             model.ActivateFusion(name);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        });
     }
 
     /// <summary>
@@ -144,8 +152,7 @@ public static class TrainingJob
     public static AdapterModel CreateStackedModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
         IReadOnlyList<string> dirs, AdapterConfig method, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
     {
-        var model = AdapterModel.FromPretrained(encoder);
-        try
+        return OnBase(encoder, model =>
         {
             LoadAll(model, dirs, identity, loaded, "--stack");
             if (loaded.Any(l => l.Name == name))
@@ -153,13 +160,7 @@ public static class TrainingJob
             manual_seed(seed);
             model.AddAdapter(name, method, head);
             model.Composition = new Stack([.. loaded.Select(l => l.Name), name]);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        });
     }
 
     static void LoadAll(AdapterModel model, IReadOnlyList<string> dirs, BaseModelIdentity identity, List<(string Name, string Dir)> loaded, string option)
