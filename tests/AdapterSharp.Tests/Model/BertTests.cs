@@ -32,6 +32,25 @@ public class BertTests
     }
 
     [Fact]
+    public void The_encoder_frees_the_hidden_states_it_made_but_not_the_callers_input()
+    {
+        using var model = TinyBert.Create(seed: 1, addPooler: false);
+        model.eval();
+        var (ids, _, types) = TinyBert.Batch(2, 6, 6);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var input = randn(2, 6, TinyBert.Config.HiddenSize);
+        int alive = scope.DisposablesCount;
+        var output = model.Encoder.call(input, null!);
+        // The caller's input is still usable, and only the output joined the caller's scope: the hidden states
+        // between layers (and every layer's intermediates) were disposed on the way.
+        Assert.Equal(input.shape, output.shape);
+        Assert.Equal(alive + 1, scope.DisposablesCount);
+        Assert.False(input.IsInvalid);
+        Assert.True(model.Encode(ids, null, types).shape.SequenceEqual(new long[] { 2, 6, TinyBert.Config.HiddenSize }));
+    }
+
+    [Fact]
     public void The_cuda_allocator_says_why_it_is_unavailable_on_a_cpu_libtorch()
     {
         if (cuda.is_available()) return; // covered by the GPU tests
