@@ -49,6 +49,27 @@ static class CommonOptions
         _ => throw new UsageException($"--cuda-graphs must be auto, on or off, not '{value}'"),
     };
 
+    public static Option<string> FusedKernels() => new("--fused-kernels")
+    {
+        Description = "Our own fused CUDA kernels (residual add + LayerNorm), compiled with the PyTorch install's NVRTC: auto (on CUDA, where NVRTC is found), on, off.",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    /// <summary>Switches the fused kernels on or off for the process, from a <c>--fused-kernels</c> value.</summary>
+    public static void ApplyFusedKernels(string value, TorchSharp.torch.Device device)
+    {
+        Native.CudaKernels.Disabled = value switch
+        {
+            "off" => true,
+            "auto" => false,
+            "on" when device.type != TorchSharp.DeviceType.CUDA => throw new UsageException("--fused-kernels on needs --device cuda"),
+            "on" when !Native.CudaKernels.Available => throw new UsageException($"--fused-kernels on: {Native.CudaKernels.Problem}"),
+            "on" => false,
+            _ => throw new UsageException($"--fused-kernels must be auto, on or off, not '{value}'"),
+        };
+        Native.CudaKernels.Required = value == "on";
+    }
+
     public static Option<string?> Vocab() => new("--vocab")
     {
         Description = "vocab.txt or tokenizer.json (for an .onnx model, or to override a directory's).",

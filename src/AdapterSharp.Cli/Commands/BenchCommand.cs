@@ -9,7 +9,8 @@ namespace AdapterSharp.Cli.Commands;
 /// <summary>
 /// <c>adaptersharp bench train|infer</c>: fixed-shape throughput, one JSON line per workload, with the fields of
 /// shared/bench/hf_adapter_reference.py (plus tflops and mfu). <c>--suite</c> runs the reference's workloads.
-/// <c>bench mixed</c>: one batch over K adapters; <c>bench serve</c>: a load test of the HTTP server.
+/// <c>bench mixed</c>: one batch over K adapters; <c>bench serve</c>: a load test of the HTTP server;
+/// <c>bench kernels</c>: our fused CUDA kernels checked and timed against libtorch's operators.
 /// </summary>
 static class BenchCommand
 {
@@ -28,6 +29,7 @@ static class BenchCommand
         bench.Subcommands.Add(Workloads("infer", "Time forward passes (no gradients).", TrainingBenchmark.Infer));
         bench.Subcommands.Add(Mixed());
         bench.Subcommands.Add(Serve());
+        bench.Subcommands.Add(Kernels());
         return bench;
     }
 
@@ -175,6 +177,36 @@ static class BenchCommand
         foreach (var (name, value) in rows) Console.Error.WriteLine($"{name,-16} {value}");
     }
 
+    static Command Kernels()
+    {
+        var device = CommonOptions.Device();
+        device.DefaultValueFactory = _ => "auto";
+        var rows = new Option<long>("--rows") { DefaultValueFactory = _ => 32768, Description = "Rows (batch × sequence); 32768 is bert-base b256 × 128." };
+        var hidden = new Option<long>("--hidden") { DefaultValueFactory = _ => 768 };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 20 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+        var fused = CommonOptions.FusedKernels();
+        var command = new Command("kernels",
+            "The fused residual add + LayerNorm against libtorch's operators on random operands: relative differences of the outputs and "
+            + "gradients (kernels vs the same arithmetic in operators, and that vs the unfused modules), and forward/backward times.")
+        {
+            device, rows, hidden, steps, seed, fused,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            if (parse.GetValue(rows) < 1 || parse.GetValue(hidden) < 1 || parse.GetValue(steps) < 1)
+                throw new UsageException("--rows, --hidden and --steps must be positive");
+            var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, target);
+            if (target.type == TorchSharp.DeviceType.CUDA && !Native.CudaKernels.Enabled)
+                Console.Error.WriteLine($"fused kernels off: {Native.CudaKernels.Problem ?? "--fused-kernels off"}");
+            foreach (var record in KernelBenchmark.AddNormRecords(target, parse.GetValue(rows), parse.GetValue(hidden), parse.GetValue(steps), parse.GetValue(seed)))
+                Console.WriteLine(JsonSerializer.Serialize(record));
+            return 0;
+        }));
+        return command;
+    }
+
     static Command Mixed()
     {
         var device = CommonOptions.Device();
@@ -232,12 +264,14 @@ static class BenchCommand
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16", Description = "bf16 or fp32 matrix products." };
         var suite = new Option<bool>("--suite") { Description = "Run the reference's workloads (bert-base b64/b256 × s128 adapter and full, minilm-l6 b128 × s64)." };
         var graphs = CommonOptions.CudaGraphs();
-        var command = new Command(name, description) { device, shape, mode, batch, seq, steps, warmup, size, dtype, suite, graphs };
+        var fused = CommonOptions.FusedKernels();
+        var command = new Command(name, description) { device, shape, mode, batch, seq, steps, warmup, size, dtype, suite, graphs, fused };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             if (parse.GetValue(dtype) is not ("bf16" or "fp32")) throw new UsageException("--dtype must be bf16 or fp32");
             var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, target);
+            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, target);
             var workloads = parse.GetValue(suite)
                 ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)!, Graphs = useGraphs })
                 : [new Workload(parse.GetValue(shape)!, parse.GetValue(mode)!, parse.GetValue(batch), parse.GetValue(seq),

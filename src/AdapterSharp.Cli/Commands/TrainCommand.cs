@@ -56,11 +56,12 @@ static class TrainCommand
         var randomBatches = new Option<bool>("--random-batches") { Description = "Plain random batches instead of length-bucketed ones." };
         var output = new Option<string?>("--output", "-o") { Description = "Run folder (default runs/<name>-<time>)." };
         var graphs = CommonOptions.CudaGraphs();
+        var fused = CommonOptions.FusedKernels();
 
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
             model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fuse, stack,
+            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fused, fuse, stack,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -75,6 +76,7 @@ static class TrainCommand
             if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
             var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, torchDevice);
+            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, torchDevice);
             if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
                 throw new UsageException("--cuda-graphs on: steps with --grad-accum above 1 run eagerly; use --cuda-graphs auto or off");
             var taskName = parse.GetValue(task) ?? (parse.GetValue(trainFile) is null ? "sst2" : null);

@@ -145,10 +145,9 @@ public sealed class AdapterSite(ForwardContext context) : NamedModules<Adapter>
         if (context.Composition is { } composition)
             return composition is Fuse fuse ? ApplyFuse(fuse, sublayer, residual, baseLayerNorm, fusions) : ApplyStack(composition, sublayer, residual, baseLayerNorm);
         var adapter = ActiveAdapter;
-        if (adapter is null) return baseLayerNorm.call(sublayer + residual);
-        if (adapter.HasBottleneck)
-            sublayer = sublayer + adapter.call(adapter.IsParallel ? residual : sublayer);
-        return (adapter.LayerNorm ?? baseLayerNorm).call(sublayer + residual);
+        if (adapter is null) return context.AddNormalize(sublayer, null, residual, baseLayerNorm);
+        var added = adapter.HasBottleneck ? adapter.call(adapter.IsParallel ? residual : sublayer) : null;
+        return context.AddNormalize(sublayer, added, residual, adapter.LayerNorm ?? baseLayerNorm);
     }
 
     /// <summary>

@@ -165,6 +165,7 @@ public static class TrainingBenchmark
             ["mfu"] = Math.Round(flops / seconds / PeakBf16Flops, 4),
             ["host_ms"] = Math.Round(host.TotalMilliseconds / w.Steps, 3),
             ["cuda_graphs"] = graphs,
+            ["fused_kernels"] = device.type == DeviceType.CUDA && w.Dtype == "bf16" && CudaKernels.Enabled,
         };
         if (training) record["loss"] = Math.Round(lastLoss, 4);
         if (allocator is { } stats)

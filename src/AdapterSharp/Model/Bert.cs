@@ -292,8 +292,15 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var mask = attentionMask?.to_type(ScalarType.Bool).view(attentionMask.shape[0], 1, 1, attentionMask.shape[1]); // (B, 1, 1, T)
-        var hidden = encoder.Run(embeddings.call(inputIds, tokenTypeIds), mask!, ownsInput: true);
-        return hidden.MoveToOuterDisposeScope();
+        try
+        {
+            var hidden = encoder.Run(embeddings.call(inputIds, tokenTypeIds), mask!, ownsInput: true);
+            return hidden.MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            ForwardContext.ReleaseLowCopy();
+        }
     }
 
     /// <summary>

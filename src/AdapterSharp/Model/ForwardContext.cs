@@ -74,7 +74,43 @@ public sealed class ForwardContext
         // TorchSharp 0.107's Tensor.baddbmm is batch1.baddbmm(batch2, input) (torch.baddbmm(input, …) mixes them up).
         As(x).baddbmm(As(weight), As(bias));
 
-    Tensor As(Tensor t) => t.dtype == MatmulType ? t : t.to_type(MatmulType);
+    /// <summary>
+    /// <c>norm(sublayer + added + residual)</c>, the end of a sublayer: fused into one kernel each way where
+    /// <see cref="AddNorm.KernelsTake"/> (bfloat16 on CUDA), whose output's bfloat16 copy then serves the next
+    /// product instead of a cast; libtorch's operators elsewhere, in the order HF's modules apply them.
+    /// </summary>
+    /// <param name="sublayer">(B, T, H) the sublayer's projection, after dropout.</param>
+    /// <param name="added">(B, T, H) what an adapter adds to it, or null.</param>
+    /// <param name="residual">(B, T, H) the sublayer's input.</param>
+    public Tensor AddNormalize(Tensor sublayer, Tensor? added, Tensor residual, LayerNorm norm)
+    {
+        if (!AddNorm.KernelsTake(sublayer, added, residual, norm))
+            return norm.call((added is null ? sublayer : sublayer + added) + residual);
+        var (output, low) = AddNorm.Apply(sublayer, added, residual, norm, AddNorm.Backend.Kernels);
+        lowCopy?.Low.Dispose();
+        lowCopy = new LowCopy(output, low.DetachFromDisposeScope());
+        return output;
+    }
+
+    /// <summary>Lets go of the last sublayer's matmul-type copy: called when a forward pass ends.</summary>
+    public static void ReleaseLowCopy()
+    {
+        lowCopy?.Low.Dispose();
+        lowCopy = null;
+    }
+
+    /// <summary>The last fused sublayer's output and its copy in the matmul type. Per thread: concurrent forward
+    /// passes (the server's) each have their own; matched by reference, so another tensor never gets it.</summary>
+    sealed record LowCopy(Tensor Of, Tensor Low);
+
+    [ThreadStatic] static LowCopy? lowCopy;
+
+    Tensor As(Tensor t)
+    {
+        if (t.dtype == MatmulType) return t;
+        if (lowCopy is { } copy && ReferenceEquals(copy.Of, t) && copy.Low.dtype == MatmulType) return copy.Low;
+        return t.to_type(MatmulType);
+    }
 }
 
 /// <summary>

@@ -22,7 +22,8 @@ public sealed class CudaFactAttribute : FactAttribute
     }
 }
 
-/// <summary>GPU correctness: CUDA-graph steps against eager ones, mixed batches against rows alone.</summary>
+/// <summary>GPU correctness: CUDA-graph steps against eager ones, fused kernels against operators, mixed batches
+/// against rows alone.</summary>
 [Trait("Category", "Gpu")]
 public sealed class CudaTests
 {
@@ -88,6 +89,21 @@ public sealed class CudaTests
         var moved = fresh.named_parameters().Where(p => p.name.Contains(".adapters.task.down.", StringComparison.Ordinal))
             .Max(p => (p.parameter - expected[p.name]).abs().max().item<float>());
         Assert.True(moved > 1e-4f, $"largest change {moved}");
+    }
+
+    [CudaFact]
+    public void The_fused_add_layer_norm_kernels_match_the_same_arithmetic_in_operators()
+    {
+        var checks = KernelBenchmark.AddNormRecords(CUDA, rows: 4096, hidden: 768, steps: 1, seed: 0)
+            .Where(r => r.ContainsKey("check") && (string)r["pair"] == "kernels-vs-operators").ToList();
+        Assert.Equal(2, checks.Count); // with and without an adapter's output
+        foreach (var record in checks)
+        {
+            foreach (var name in new[] { "y", "dr", "dweight", "dbias" }) // float32
+                Assert.True((double)record[name] <= 1e-5, $"{name}: {record[name]}");
+            foreach (var name in new[] { "y_low", "da" }) // bfloat16: one rounding step of the largest value at most
+                Assert.True((double)record[name] <= 1.0 / 128, $"{name}: {record[name]}");
+        }
     }
 
     [CudaFact]
