@@ -56,6 +56,7 @@ public static class TrainingBenchmark
         if (!Shapes.TryGetValue(w.Shape, out var config))
             throw new ArgumentException($"--shape: unknown shape '{w.Shape}' (expected {string.Join(", ", Shapes.Keys)})");
         var method = MethodOf(w); // validates the mode
+        long fusedBefore = AddNorm.KernelPasses;
         bool graphs = w.Graphs && device.type == DeviceType.CUDA && CudaGraphs.Available;
         using var sideStream = graphs ? CudaGraphs.UseSideStream(device) : null;
         manual_seed(0);
@@ -165,7 +166,7 @@ public static class TrainingBenchmark
             ["mfu"] = Math.Round(flops / seconds / PeakBf16Flops, 4),
             ["host_ms"] = Math.Round(host.TotalMilliseconds / w.Steps, 3),
             ["cuda_graphs"] = graphs,
-            ["fused_kernels"] = device.type == DeviceType.CUDA && w.Dtype == "bf16" && CudaKernels.Enabled,
+            ["fused_kernels"] = AddNorm.KernelPasses > fusedBefore,
         };
         if (training) record["loss"] = Math.Round(lastLoss, 4);
         if (allocator is { } stats)

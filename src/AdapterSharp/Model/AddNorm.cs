@@ -45,7 +45,7 @@ public static class AddNorm
         if (!a.is_contiguous() || !residual.is_contiguous() || !a.shape.SequenceEqual(residual.shape)) return false;
         if (norm.weight is null || norm.bias is null || norm.weight.dtype != ScalarType.Float32 || norm.weight.shape[0] != hidden) return false;
         if (a.device.index != residual.device.index || norm.weight.device.type != DeviceType.CUDA) return false;
-        // Vector loads: 16 bytes of float32, 8 of bfloat16.
+        // Vector loads: 16 bytes of float32, 8 of bfloat16 (the LayerNorm's weight and bias are read element-wise).
         if (AutogradNode.DataPointer(residual) % 16 != 0 || AutogradNode.DataPointer(a) % 8 != 0 || (b is not null && AutogradNode.DataPointer(b) % 8 != 0)) return false;
         return Module(a, hidden) is not null;
     }
@@ -129,6 +129,11 @@ public static class AddNorm
         return (dx.MoveToOuterDisposeScope(), dxLow.MoveToOuterDisposeScope(), dWeight.MoveToOuterDisposeScope(), dBias.MoveToOuterDisposeScope());
     }
 
+    static long kernelPasses;
+
+    /// <summary>How many forward passes the CUDA kernels have run in this process (benchmarks report whether any did).</summary>
+    public static long KernelPasses => Interlocked.Read(ref kernelPasses);
+
     const int ForwardThreads = 128; // 4 rows a block, one warp a row
     const int BackwardThreads = 128;
 
@@ -169,6 +174,7 @@ public static class AddNorm
         nint po = AutogradNode.DataPointer(output), plow = AutogradNode.DataPointer(low);
         float epsilon = (float)eps;
         void** args = stackalloc void*[] { &pa, &pb, &pr, &pw, &pbias, &psum, &po, &plow, &pmean, &prstd, &rows, &epsilon };
+        Interlocked.Increment(ref kernelPasses);
         int rowsPerBlock = ForwardThreads / 32;
         Module(a, hidden)!["add_layer_norm_forward"].Launch((rows + rowsPerBlock - 1) / rowsPerBlock, ForwardThreads, 0, args);
         return (output, low, saved);
@@ -176,9 +182,10 @@ public static class AddNorm
 
     static unsafe (Tensor, Tensor, Tensor, Tensor) KernelBackward(Tensor? dOutputGiven, Tensor? dLowGiven, Saved saved, Tensor weight)
     {
-        // The kernels read rows of H consecutive elements; a gradient may come as a broadcast or strided view.
-        using var dOutput = dOutputGiven?.contiguous();
-        using var dLow = dLowGiven?.contiguous();
+        // The kernels read rows of H consecutive elements, 16 or 8 bytes at a time; a gradient may come as a
+        // broadcast or strided view, or start at an odd offset.
+        using var dOutput = Aligned(dOutputGiven, 16);
+        using var dLow = Aligned(dLowGiven, 8);
         long hidden = saved.Sum.shape[^1];
         long rows = saved.Sum.numel() / hidden;
         var module = Module(saved.Sum, hidden)!;
@@ -199,6 +206,14 @@ public static class AddNorm
         void** finish = stackalloc void*[] { &ppartial, &blocks, &pdw, &pdb };
         module["layer_norm_weight_gradients"].Launch((2 * hidden + 255) / 256, 256, 0, finish);
         return (dx, dxLow, dWeight, dBias);
+    }
+
+    static Tensor? Aligned(Tensor? t, int bytes)
+    {
+        if (t is null) return null;
+        var c = t.contiguous();
+        if (AutogradNode.DataPointer(c) % bytes == 0) return c;
+        using (c) return c.clone();
     }
 
     // One warp per row; each lane holds ITEMS groups of 4 columns in registers (H = 768: 6 groups). bfloat16 is
@@ -229,6 +244,10 @@ public static class AddNorm
         __device__ __forceinline__ void load_f32(const float* p, float* v) {
             f4 w = *reinterpret_cast<const f4*>(p);
             v[0] = w.x; v[1] = w.y; v[2] = w.z; v[3] = w.w;
+        }
+        // The LayerNorm's weight and bias may sit anywhere in the optimizer's flat buffer: element by element.
+        __device__ __forceinline__ void load_f32_unaligned(const float* p, float* v) {
+            v[0] = p[0]; v[1] = p[1]; v[2] = p[2]; v[3] = p[3];
         }
         __device__ __forceinline__ void store_f32(float* p, const float* v) {
             f4 w; w.x = v[0]; w.y = v[1]; w.z = v[2]; w.w = v[3];
@@ -287,8 +306,8 @@ public static class AddNorm
                 if (col < HIDDEN) {
                     if (sum_out) store_f32(sum_out + base + col, v[j]);
                     float g[4], bb[4], o[4];
-                    load_f32(gamma + col, g);
-                    load_f32(beta + col, bb);
+                    load_f32_unaligned(gamma + col, g);
+                    load_f32_unaligned(beta + col, bb);
                     #pragma unroll
                     for (int k = 0; k < 4; k++) o[k] = (v[j][k] - mean) * rstd * g[k] + bb[k];
                     store_f32(y + base + col, o);
@@ -329,7 +348,7 @@ public static class AddNorm
                             for (int k = 0; k < 4; k++) g[j][k] += t[k];
                         }
                         load_f32(x + base + col, xh[j]);
-                        load_f32(gamma + col, w);
+                        load_f32_unaligned(gamma + col, w);
                         #pragma unroll
                         for (int k = 0; k < 4; k++) {
                             xh[j][k] = (xh[j][k] - mu) * rs;
@@ -348,7 +367,7 @@ public static class AddNorm
                     const int col = (j * 32 + lane) * 4;
                     if (col < HIDDEN) {
                         float w[4], o[4];
-                        load_f32(gamma + col, w);
+                        load_f32_unaligned(gamma + col, w);
                         #pragma unroll
                         for (int k = 0; k < 4; k++) o[k] = rs * (g[j][k] * w[k] - s1 - xh[j][k] * s2);
                         store_f32(dx + base + col, o);

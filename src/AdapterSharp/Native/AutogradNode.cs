@@ -74,9 +74,11 @@ public static unsafe class AutogradNode
     // Nodes the native graph still refers to: their callbacks must outlive every call from it.
     static readonly HashSet<Node> Alive = [];
 
-    // Gradients handed to the engine by the last backward: it copies them as it returns, so they are let go at the
-    // next backward call or node deletion instead.
-    static readonly List<Tensor> Handed = [];
+    // Gradients this thread handed to the engine in its last backward call. The engine copies them after the
+    // callback returns, on the same thread, so they are let go at this thread's next backward call or node
+    // deletion, never from another thread (which could get there before the copy). At most one node's
+    // gradients per thread stay alive that way; a node's own list would keep every node's until the graph goes.
+    [ThreadStatic] static List<Tensor>? handed;
 
     [ThreadStatic] static nint* allocated;
     [ThreadStatic] static nuint allocatedCount;
@@ -150,6 +152,7 @@ public static unsafe class AutogradNode
         readonly Backward backward;
         readonly int inputCount;
         IDisposable? saved;
+        readonly bool savedAtStart;
         NodePtr handle;
         nint* returned;
 
@@ -157,6 +160,7 @@ public static unsafe class AutogradNode
         {
             this.backward = backward;
             this.saved = saved;
+            savedAtStart = saved is not null;
             this.inputCount = inputCount;
             apply = Apply;
             delete = Delete;
@@ -177,46 +181,50 @@ public static unsafe class AutogradNode
         {
             try
             {
-                lock (Handed)
+                ReleaseHanded();
+                if (saved is null && savedAtStart)
+                    throw new InvalidOperationException(
+                        "a second backward through the same graph: the fused kernels free what they saved after the first (retain_graph is not supported; run with --fused-kernels off)");
+                var outputGradients = new Tensor?[count];
+                for (int i = 0; i < count; i++) outputGradients[i] = gradients[i] == 0 ? null : Tensor.UnsafeCreateTensor(gradients[i]);
+                Tensor?[] inputGradients;
+                try
                 {
-                    ReleaseHanded();
-                    var outputGradients = new Tensor?[count];
-                    for (int i = 0; i < count; i++) outputGradients[i] = gradients[i] == 0 ? null : Tensor.UnsafeCreateTensor(gradients[i]);
-                    Tensor?[] inputGradients;
-                    try
-                    {
-                        inputGradients = backward(outputGradients);
-                    }
-                    finally
-                    {
-                        foreach (var g in outputGradients) g?.Dispose();
-                        saved?.Dispose();
-                        saved = null;
-                    }
-                    if (inputGradients.Length != inputCount)
-                        throw new InvalidOperationException($"a custom backward returned {inputGradients.Length} gradients for {inputCount} inputs");
-                    if (returned is not null) NativeMemory.Free(returned);
-                    returned = (nint*)NativeMemory.AllocZeroed((nuint)Math.Max(inputCount, 1), (nuint)sizeof(nint));
-                    for (int i = 0; i < inputCount; i++)
-                    {
-                        if (inputGradients[i] is not { } g) continue;
-                        returned[i] = g.Handle;
-                        Handed.Add(g);
-                    }
-                    return new TensorArray { Array = (nint)returned, Size = inputCount };
+                    inputGradients = backward(outputGradients);
                 }
+                finally
+                {
+                    saved?.Dispose();
+                    saved = null;
+                }
+                if (inputGradients.Length != inputCount)
+                    throw new InvalidOperationException($"a custom backward returned {inputGradients.Length} gradients for {inputCount} inputs");
+                // An incoming gradient passed straight through stays alive until the engine has copied it.
+                foreach (var g in outputGradients)
+                    if (g is not null && !inputGradients.Any(r => ReferenceEquals(r, g))) g.Dispose();
+                if (returned is not null) NativeMemory.Free(returned);
+                returned = (nint*)NativeMemory.AllocZeroed((nuint)Math.Max(inputCount, 1), (nuint)sizeof(nint));
+                handed ??= [];
+                for (int i = 0; i < inputCount; i++)
+                {
+                    if (inputGradients[i] is not { } g) continue;
+                    returned[i] = g.Handle;
+                    handed.Add(g);
+                }
+                return new TensorArray { Array = (nint)returned, Size = inputCount };
             }
             catch (Exception e)
             {
-                // An exception cannot cross the native engine's frames; a wrong gradient must not pass silently.
-                Environment.FailFast($"AdapterSharp: a fused kernel's backward failed: {e}");
+                // An exception cannot cross the autograd engine's native frames, and returning no gradient would
+                // train on wrong ones without a word: stop here, saying why (out of GPU memory, for one).
+                Environment.FailFast($"AdapterSharp: the backward of a fused kernel failed: {e.Message}", e);
                 return default;
             }
         }
 
         void Delete()
         {
-            lock (Handed) ReleaseHanded();
+            ReleaseHanded();
             saved?.Dispose();
             saved = null;
             if (returned is not null) NativeMemory.Free(returned);
@@ -231,8 +239,10 @@ public static unsafe class AutogradNode
 
         static void ReleaseHanded()
         {
-            foreach (var t in Handed) t.Dispose();
-            Handed.Clear();
+            if (handed is not { Count: > 0 } list) return;
+            var tensors = list.ToArray();
+            list.Clear(); // before disposing: a dispose that reached back in here would find it empty
+            foreach (var t in tensors) t.Dispose();
         }
     }
 }

@@ -24,7 +24,8 @@ public static unsafe class CudaKernels
         public delegate* unmanaged<int*, int, int> DeviceGet;
         public delegate* unmanaged<int*, int, int, int> DeviceGetAttribute;
         public delegate* unmanaged<nint*, int> CtxGetCurrent;
-        public delegate* unmanaged<nint, int> CtxSetCurrent;
+        public delegate* unmanaged<nint, int> CtxPushCurrent;
+        public delegate* unmanaged<nint*, int> CtxPopCurrent;
         public delegate* unmanaged<nint*, int, int> PrimaryCtxRetain;
         public delegate* unmanaged<nint*, void*, int> ModuleLoadData;
         public delegate* unmanaged<nint*, nint, byte*, int> ModuleGetFunction;
@@ -105,7 +106,8 @@ public static unsafe class CudaKernels
         api.DeviceGet = (delegate* unmanaged<int*, int, int>)Symbol(driver, "cuDeviceGet");
         api.DeviceGetAttribute = (delegate* unmanaged<int*, int, int, int>)Symbol(driver, "cuDeviceGetAttribute");
         api.CtxGetCurrent = (delegate* unmanaged<nint*, int>)Symbol(driver, "cuCtxGetCurrent");
-        api.CtxSetCurrent = (delegate* unmanaged<nint, int>)Symbol(driver, "cuCtxSetCurrent");
+        api.CtxPushCurrent = (delegate* unmanaged<nint, int>)Symbol(driver, "cuCtxPushCurrent_v2");
+        api.CtxPopCurrent = (delegate* unmanaged<nint*, int>)Symbol(driver, "cuCtxPopCurrent_v2");
         api.PrimaryCtxRetain = (delegate* unmanaged<nint*, int, int>)Symbol(driver, "cuDevicePrimaryCtxRetain");
         api.ModuleLoadData = (delegate* unmanaged<nint*, void*, int>)Symbol(driver, "cuModuleLoadData");
         api.ModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)Symbol(driver, "cuModuleGetFunction");
@@ -194,7 +196,15 @@ public static unsafe class CudaKernels
                     if (kernels.TryGetValue(name, out var kernel)) return kernel;
                     nint function;
                     var bytes = Encoding.UTF8.GetBytes(name + "\0");
-                    fixed (byte* p = bytes) Check(api, api.ModuleGetFunction(&function, module, p), $"cuModuleGetFunction({name})");
+                    bool pushed = EnterContext(api, Device);
+                    try
+                    {
+                        fixed (byte* p = bytes) Check(api, api.ModuleGetFunction(&function, module, p), $"cuModuleGetFunction({name})");
+                    }
+                    finally
+                    {
+                        LeaveContext(api, pushed);
+                    }
                     return kernels[name] = new Kernel(api, function, name, this);
                 }
             }
@@ -220,9 +230,17 @@ public static unsafe class CudaKernels
         /// <summary>How many blocks of <paramref name="threads"/> fit on the device at once (all multiprocessors).</summary>
         public int ResidentBlocks(int threads, int sharedBytes)
         {
-            AllowSharedMemory(sharedBytes);
             int perMultiprocessor;
-            Check(api, api.MaxActiveBlocks(&perMultiprocessor, function, threads, (nuint)sharedBytes), $"occupancy of {name}");
+            bool pushed = EnterContext(api, module.Device);
+            try
+            {
+                AllowSharedMemory(sharedBytes);
+                Check(api, api.MaxActiveBlocks(&perMultiprocessor, function, threads, (nuint)sharedBytes), $"occupancy of {name}");
+            }
+            finally
+            {
+                LeaveContext(api, pushed);
+            }
             return Math.Max(1, perMultiprocessor) * module.Multiprocessors;
         }
 
@@ -239,11 +257,18 @@ public static unsafe class CudaKernels
         {
             if (blocks <= 0) return;
             if (blocks > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(blocks), $"{name}: {blocks} blocks is more than a launch takes");
-            AllowSharedMemory(sharedBytes);
-            EnsureContext(api, module.Device);
             var current = api.CurrentStream((sbyte)module.Device);
             var stream = api.RawStream(&current);
-            Check(api, api.LaunchKernel(function, (uint)blocks, 1, 1, (uint)threads, 1, 1, (uint)sharedBytes, stream, arguments, null), $"launch of {name}");
+            bool pushed = EnterContext(api, module.Device);
+            try
+            {
+                AllowSharedMemory(sharedBytes);
+                Check(api, api.LaunchKernel(function, (uint)blocks, 1, 1, (uint)threads, 1, 1, (uint)sharedBytes, stream, arguments, null), $"launch of {name}");
+            }
+            finally
+            {
+                LeaveContext(api, pushed);
+            }
         }
     }
 
@@ -258,17 +283,30 @@ public static unsafe class CudaKernels
         lock (Modules)
         {
             if (Modules.TryGetValue(key, out var cached)) return cached;
-            EnsureContext(api, device);
-            int cuDevice, major, minor, multiprocessors;
-            Check(api, api.DeviceGet(&cuDevice, device), "cuDeviceGet");
-            Check(api, api.DeviceGetAttribute(&major, CuDeviceAttributeMajor, cuDevice), "compute capability");
-            Check(api, api.DeviceGetAttribute(&minor, CuDeviceAttributeMinor, cuDevice), "compute capability");
-            Check(api, api.DeviceGetAttribute(&multiprocessors, CuDeviceAttributeMultiprocessorCount, cuDevice), "multiprocessor count");
-            var cubin = CompileToCubin(api, source, [$"-arch=sm_{major}{minor}", "-std=c++17", .. defines]);
-            nint module;
-            fixed (byte* image = cubin) Check(api, api.ModuleLoadData(&module, image), "cuModuleLoadData");
-            return Modules[key] = new Module(api, module, device, multiprocessors);
+            bool pushed = EnterContext(api, device);
+            try
+            {
+                return Modules[key] = Load(api, device, source, defines);
+            }
+            finally
+            {
+                LeaveContext(api, pushed);
+            }
         }
+    }
+
+    /// <summary>Compiles for the device's architecture and loads the result into its (current) context.</summary>
+    static Module Load(Api api, int device, string source, string[] defines)
+    {
+        int cuDevice, major, minor, multiprocessors;
+        Check(api, api.DeviceGet(&cuDevice, device), "cuDeviceGet");
+        Check(api, api.DeviceGetAttribute(&major, CuDeviceAttributeMajor, cuDevice), "compute capability");
+        Check(api, api.DeviceGetAttribute(&minor, CuDeviceAttributeMinor, cuDevice), "compute capability");
+        Check(api, api.DeviceGetAttribute(&multiprocessors, CuDeviceAttributeMultiprocessorCount, cuDevice), "multiprocessor count");
+        var cubin = CompileToCubin(api, source, [$"-arch=sm_{major}{minor}", "-std=c++17", .. defines]);
+        nint module;
+        fixed (byte* image = cubin) Check(api, api.ModuleLoadData(&module, image), "cuModuleLoadData");
+        return new Module(api, module, device, multiprocessors);
     }
 
     static byte[] CompileToCubin(Api api, string source, string[] options)
@@ -314,19 +352,37 @@ public static unsafe class CudaKernels
         }
     }
 
+    static readonly Dictionary<int, nint> PrimaryContexts = [];
+
     /// <summary>
-    /// The driver API works on the calling thread's current context; libtorch's threads (the autograd engine's
-    /// included) have the device's primary context current once they touched the device, others get it here.
+    /// Makes <paramref name="device"/>'s primary context (libtorch's) current for a driver call, if another one
+    /// or none is: the driver API works on the calling thread's current context, which after libtorch ran an
+    /// operation on another GPU can be that GPU's. Returns whether it pushed one, for <see cref="LeaveContext"/>.
     /// </summary>
-    static void EnsureContext(Api api, int device)
+    static bool EnterContext(Api api, int device)
     {
-        nint current;
-        if (api.CtxGetCurrent(&current) == 0 && current != 0) return;
-        int cuDevice;
         nint primary;
-        Check(api, api.DeviceGet(&cuDevice, device), "cuDeviceGet");
-        Check(api, api.PrimaryCtxRetain(&primary, cuDevice), "cuDevicePrimaryCtxRetain");
-        Check(api, api.CtxSetCurrent(primary), "cuCtxSetCurrent");
+        lock (PrimaryContexts)
+        {
+            if (!PrimaryContexts.TryGetValue(device, out primary))
+            {
+                int cuDevice;
+                Check(api, api.DeviceGet(&cuDevice, device), "cuDeviceGet");
+                Check(api, api.PrimaryCtxRetain(&primary, cuDevice), "cuDevicePrimaryCtxRetain");
+                PrimaryContexts[device] = primary;
+            }
+        }
+        nint current;
+        if (api.CtxGetCurrent(&current) == 0 && current == primary) return false;
+        Check(api, api.CtxPushCurrent(primary), "cuCtxPushCurrent");
+        return true;
+    }
+
+    static void LeaveContext(Api api, bool pushed)
+    {
+        if (!pushed) return;
+        nint popped;
+        api.CtxPopCurrent(&popped);
     }
 
     static void Check(Api api, int result, string what)

@@ -127,6 +127,18 @@ public class AddNormTests
     }
 
     [Fact]
+    public void A_custom_backward_may_hand_an_incoming_gradient_straight_back()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(Rows, Hidden).requires_grad_();
+        Tensor copy;
+        using (no_grad()) copy = x.clone();
+        var attached = AdapterSharp.Native.AutogradNode.Attach([x], [copy], gradients => [gradients[0]], saved: null);
+        (attached[0] * 3).sum().backward();
+        Assert.True(x.grad!.allclose(full_like(x, 3.0)));
+    }
+
+    [Fact]
     public void The_kernels_are_never_taken_on_the_cpu()
     {
         using var scope = NewDisposeScope();
