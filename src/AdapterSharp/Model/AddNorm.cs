@@ -37,7 +37,7 @@ public static class AddNorm
     /// </summary>
     public static bool KernelsTake(Tensor a, Tensor? b, Tensor residual, LayerNorm norm)
     {
-        if (a.device.type != DeviceType.CUDA || !CudaKernels.Enabled) return false;
+        if (a.device.type != DeviceType.CUDA || CudaKernels.Disabled) return false;
         long hidden = residual.shape[^1];
         if (hidden % 4 != 0 || hidden > 1536) return false;
         if (a.dtype != ScalarType.BFloat16 || residual.dtype != ScalarType.Float32) return false;
@@ -45,6 +45,7 @@ public static class AddNorm
         if (!a.is_contiguous() || !residual.is_contiguous() || !a.shape.SequenceEqual(residual.shape)) return false;
         if (norm.weight is null || norm.bias is null || norm.weight.dtype != ScalarType.Float32 || norm.weight.shape[0] != hidden) return false;
         if (a.device.index != residual.device.index || norm.weight.device.type != DeviceType.CUDA) return false;
+        if (!CudaKernels.EnabledOnCuda()) return false; // only now: a float32 run would not use them anyway
         // Vector loads: 16 bytes of float32, 8 of bfloat16 (the LayerNorm's weight and bias are read element-wise).
         if (AutogradNode.DataPointer(residual) % 16 != 0 || AutogradNode.DataPointer(a) % 8 != 0 || (b is not null && AutogradNode.DataPointer(b) % 8 != 0)) return false;
         return Module(a, hidden) is not null;

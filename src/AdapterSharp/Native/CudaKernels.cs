@@ -66,6 +66,20 @@ public static unsafe class CudaKernels
     /// <summary>Whether fused kernels are to be used: available and not switched off.</summary>
     public static bool Enabled => !Disabled && Available;
 
+    static int unavailableNoted;
+
+    /// <summary>
+    /// <see cref="Enabled"/>, for a caller on a CUDA device: where the kernels are unavailable (not switched off),
+    /// says why on standard error, once per process, so that a slower run is not a mystery.
+    /// </summary>
+    public static bool EnabledOnCuda()
+    {
+        if (Disabled) return false;
+        if (Available) return true;
+        if (Interlocked.Exchange(ref unavailableNoted, 1) == 0) Console.Error.WriteLine($"fused kernels off: {Problem}");
+        return false;
+    }
+
     /// <summary>
     /// <see cref="Compile"/>, or null where compiling fails and the kernels are not <see cref="Required"/>: they are
     /// then switched off for the process, with one line on standard error, and callers keep to libtorch's operators.
