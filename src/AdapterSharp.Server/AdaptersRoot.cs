@@ -6,8 +6,8 @@ namespace AdapterSharp.Server;
 /// <summary>
 /// The one folder that run-time loads may read from. A requested path is made absolute against the root, every
 /// symbolic link along it is resolved, and containment is checked on the result, which is also the path that
-/// gets loaded: what was checked is what is read. The adapter's two files are checked the same way, since a
-/// link there could point anywhere.
+/// gets loaded: what was checked is what is read. The adapter's (or fusion's) two files are checked the same way,
+/// since a link there could point anywhere.
 /// </summary>
 public sealed class AdaptersRoot
 {
@@ -32,7 +32,7 @@ public sealed class AdaptersRoot
             var real = RealPath(Path.GetFullPath(requested, Folder));
             if (!Contains(real))
                 throw new ApiException(StatusCodes.Status403Forbidden, $"path '{requested}' is outside the adapters root");
-            foreach (var file in new[] { AdapterFiles.ConfigFile, AdapterFiles.WeightsFile })
+            foreach (var file in new[] { AdapterFiles.ConfigFile, AdapterFiles.WeightsFile, FusionFiles.ConfigFile, FusionFiles.WeightsFile })
                 if (!Contains(RealPath(Path.Combine(real, file))))
                     throw new ApiException(StatusCodes.Status403Forbidden, $"path '{requested}': {file} links outside the adapters root");
             return real;
@@ -41,6 +41,32 @@ public sealed class AdaptersRoot
         {
             throw new ApiException(StatusCodes.Status400BadRequest, $"path '{requested}': {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// The folder of an adapter that the fusion in <paramref name="fusionDir"/> fuses: where the fusion recorded it
+    /// (relative first, then absolute), taken only inside the root, and checked to hold the weights the fusion was
+    /// trained with. 403 when no recorded place is inside the root.
+    /// </summary>
+    public string FindFused(string fusionDir, AdapterReference reference)
+    {
+        string[] candidates = [.. new[] { Path.Combine(fusionDir, reference.Path), reference.AbsolutePath }.Where(p => p.Length > 0).Distinct()];
+        foreach (var candidate in candidates)
+        {
+            string real;
+            try
+            {
+                real = Resolve(candidate);
+            }
+            catch (ApiException e) when (e.Status == StatusCodes.Status403Forbidden)
+            {
+                continue;
+            }
+            if (File.Exists(Path.Combine(real, AdapterFiles.ConfigFile)))
+                return (reference with { Path = real, AbsolutePath = real }).Find(fusionDir, "fuses", "this fusion");
+        }
+        throw new ApiException(StatusCodes.Status403Forbidden,
+            $"{fusionDir}: fuses adapter '{reference.Name}', whose folder is not inside the adapters root (looked in {string.Join(" and ", candidates)})");
     }
 
     bool Contains(string real) => real == Folder || real.StartsWith(Path.TrimEndingDirectorySeparator(Folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal);

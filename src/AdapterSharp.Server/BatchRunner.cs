@@ -24,16 +24,23 @@ public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatch
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
         var outputs = new float[inputs.Count][];
-        foreach (var group in Enumerable.Range(0, inputs.Count).GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
-        {
-            var rows = group.ToArray();
-            var data = EncodedDataset.Unlabelled(rows.Select(i => (inputs[i].Text, inputs[i].TextPair)), host.Tokenizer,
-                host.Adapters[group.Key].MaxLength);
-            host.Model.Active = group.Key;
-            var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
-            for (int k = 0; k < rows.Length; k++) outputs[rows[k]] = groupOutputs[k];
-        }
+        RunGroups(host, maxBatch, inputs, Enumerable.Range(0, inputs.Count), outputs);
         return outputs;
+    }
+
+    /// <summary>The <paramref name="rows"/> of <paramref name="inputs"/>, one forward pass per adapter (or fusion).</summary>
+    internal static void RunGroups(ModelHost host, int maxBatch, IReadOnlyList<BatchInput> inputs, IEnumerable<int> rows, float[][] outputs)
+    {
+        foreach (var group in rows.GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
+        {
+            var members = group.ToArray();
+            var data = EncodedDataset.Unlabelled(members.Select(i => (inputs[i].Text, inputs[i].TextPair)), host.Tokenizer,
+                host.Adapters[group.Key].MaxLength);
+            host.Activate(group.Key);
+            var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
+            for (int k = 0; k < members.Length; k++) outputs[members[k]] = groupOutputs[k];
+        }
+        host.Model.Active = null;
     }
 }
 
@@ -60,11 +67,18 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
 
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
-        // Each row is truncated to the max length its own adapter was trained with.
-        var encoded = inputs.Select(i => host.Tokenizer.Encode(i.Text, i.TextPair, host.Adapters[i.Adapter].MaxLength)).ToArray();
         var outputs = new float[inputs.Count][];
-        foreach (var chunk in ChunksByLength(encoded.Select(e => e.InputIds.Length).ToArray(), maxBatch, forwardCost))
+        // A fusion mixes several adapters in every row, which per-row routing does not do: its rows run apart.
+        var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].Fuses is not null).ToList();
+        if (fused.Count > 0) PerAdapterBatchRunner.RunGroups(host, maxBatch, inputs, fused, outputs);
+        var routed = Enumerable.Range(0, inputs.Count).Except(fused).ToArray();
+        if (routed.Length == 0) return outputs;
+        // Each row is truncated to the max length its own adapter was trained with.
+        var encoded = new AdapterSharp.Text.BertEncoding[inputs.Count];
+        foreach (var i in routed) encoded[i] = host.Tokenizer.Encode(inputs[i].Text, inputs[i].TextPair, host.Adapters[inputs[i].Adapter].MaxLength);
+        foreach (var part in ChunksByLength(routed.Select(i => encoded[i].InputIds.Length).ToArray(), maxBatch, forwardCost))
         {
+            var chunk = part.Select(k => routed[k]).ToArray();
             var data = EncodedDataset.Unlabelled(chunk.Select(i => encoded[i]).ToArray());
             var rows = Enumerable.Range(0, chunk.Length).ToArray();
             using var scope = NewDisposeScope();

@@ -181,12 +181,12 @@ public sealed class InferenceServer : IAsyncDisposable
                 else path = property.Value.GetString();
             }
         }
-        if (path is null) throw Bad("path: required: an adapter folder under the adapters root");
+        if (path is null) throw Bad("path: required: an adapter (or fusion) folder under the adapters root");
         var dir = adaptersRoot.Resolve(path);
         AdapterInfo info;
         try
         {
-            info = await worker.Execute(() => host.Load(dir, name));
+            info = await worker.Execute(() => host.Load(dir, name, adaptersRoot.FindFused));
         }
         catch (Exception e) when (e is ModelFormatException or CheckpointException or DataFormatException or IOException
                                       or UnauthorizedAccessException or InvalidDataException)

@@ -23,6 +23,8 @@ public sealed record AdapterInfo
     public long TrainableParameters { get; init; }
     public required string BaseModel { get; init; }
     public int MaxLength { get; init; }
+    /// <summary>For an AdapterFusion: the adapters it fuses, loaded with it and only for it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string[]? Fuses { get; init; }
     [JsonIgnore] public HeadConfig Head { get; init; } = new();
 }
 
@@ -68,13 +70,16 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>
     /// Loads the adapter folder <paramref name="dir"/> under <paramref name="name"/> (default: its saved name).
-    /// 409 when the name is taken; the loader's <see cref="ModelFormatException"/> for a bad folder.
+    /// 409 when the name is taken; the loader's <see cref="ModelFormatException"/> for a bad folder. A fusion
+    /// folder (<c>fusion_config.json</c>) loads with the adapters it fuses, found through
+    /// <paramref name="findFused"/> (default: where the fusion records them).
     /// </summary>
-    public AdapterInfo Load(string dir, string? name = null)
+    public AdapterInfo Load(string dir, string? name = null, Func<string, AdapterReference, string>? findFused = null)
     {
+        if (FusionFiles.IsFusionFolder(dir)) return LoadFusion(dir, name, findFused ?? ((from, reference) => reference.Find(from, "fuses", "this fusion")));
         var manifest = AdapterFiles.ReadManifest(dir);
         name ??= manifest.Name;
-        if (adapters.ContainsKey(name))
+        if (adapters.ContainsKey(name) || Model.Adapters.ContainsKey(name))
             throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
         if (manifest.StackedOn is { Length: > 0 } stacked)
             throw new ModelFormatException($"{dir}: this adapter runs on top of '{stacked[^1].Name}' (train --stack); the server runs single adapters only");
@@ -99,12 +104,72 @@ public sealed class ModelHost : IDisposable
         return info;
     }
 
-    /// <summary>Removes adapter <paramref name="name"/>; 404 when none is loaded under that name.</summary>
+    /// <summary>
+    /// An AdapterFusion and the adapters it fuses, which load under their saved names for this fusion alone: a name
+    /// that is taken already is 409, so that no served adapter is shared with, or shadowed by, a fusion's.
+    /// </summary>
+    AdapterInfo LoadFusion(string dir, string? name, Func<string, AdapterReference, string> findFused)
+    {
+        var manifest = FusionFiles.ReadManifest(dir);
+        if (name is not null && name != manifest.Name)
+            throw new ApiException(StatusCodes.Status400BadRequest, $"name: a fusion is served under its saved name '{manifest.Name}', not '{name}'");
+        name = manifest.Name;
+        if (adapters.ContainsKey(name) || Model.Adapters.ContainsKey(name) || Model.Fusions.ContainsKey(name))
+            throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
+        foreach (var fused in manifest.Adapters)
+            if (Model.Adapters.ContainsKey(fused.Name) || Model.Fusions.ContainsKey(fused.Name))
+                throw new ApiException(StatusCodes.Status409Conflict,
+                    $"fusion '{name}' loads its adapter '{fused.Name}', and an adapter of that name is loaded already: unload it first");
+        var folders = manifest.Adapters.Select(fused => findFused(dir, fused)).ToArray(); // all found before any loads
+        var loaded = new List<string>();
+        try
+        {
+            for (int i = 0; i < folders.Length; i++)
+            {
+                AdapterFiles.Load(folders[i], Model, Identity, manifest.Adapters[i].Name);
+                loaded.Add(manifest.Adapters[i].Name);
+            }
+            FusionFiles.Load(dir, Model, Identity, loadAdapters: false);
+            loaded.Insert(0, name);
+            Model.Active = null;
+            Prepare();
+        }
+        catch
+        {
+            foreach (var added in loaded) Model.RemoveAdapter(added); // the fusion first, then its adapters
+            throw;
+        }
+        var info = new AdapterInfo
+        {
+            Name = name,
+            Method = "fusion",
+            Task = manifest.Task,
+            Kind = manifest.Head.Kind,
+            Labels = manifest.Head.IsRegression ? null : manifest.Head.Labels,
+            TrainableParameters = manifest.TrainableParameters,
+            BaseModel = Identity.Id,
+            MaxLength = manifest.MaxLength,
+            Fuses = manifest.Adapters.Select(a => a.Name).ToArray(),
+            Head = manifest.Head,
+        };
+        adapters = adapters.Add(name, info);
+        return info;
+    }
+
+    /// <summary>Removes adapter <paramref name="name"/> (a fusion with its adapters); 404 when none is loaded under that name.</summary>
     public void Unload(string name)
     {
-        if (!adapters.ContainsKey(name)) throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
+        if (!adapters.TryGetValue(name, out var info)) throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
         adapters = adapters.Remove(name);
         Model.RemoveAdapter(name);
+        foreach (var fused in info.Fuses ?? []) Model.RemoveAdapter(fused);
+    }
+
+    /// <summary>Makes <paramref name="name"/> (an adapter or a fusion) the one the next forward pass uses.</summary>
+    public void Activate(string name)
+    {
+        if (adapters[name].Fuses is not null) Model.ActivateFusion(name);
+        else Model.Active = name;
     }
 
     public void Dispose() => Model.Dispose();

@@ -66,7 +66,9 @@ static class ServeCommand
             options.Validate(); // before the model loads: a refusal to start should be quick
             var dirs = parse.GetValue(adapters) ?? [];
             var baseModel = parse.GetValue(model)
-                            ?? (dirs.Length > 0 ? AdapterFiles.ReadManifest(dirs[0]).BaseModel.Id : BuiltInModels.MiniLmL6.Id);
+                            ?? (dirs.Length == 0 ? BuiltInModels.MiniLmL6.Id
+                                : FusionFiles.IsFusionFolder(dirs[0]) ? FusionFiles.ReadManifest(dirs[0]).BaseModel.Id
+                                : AdapterFiles.ReadManifest(dirs[0]).BaseModel.Id);
             using var modelHost = ModelHost.Open(baseModel, Devices.Resolve(parse.GetValue(device)!, Run.StderrLog),
                 parse.GetValue(precision)!, parse.GetValue(vocab), Run.StderrLog);
             foreach (var dir in dirs)

@@ -65,6 +65,55 @@ static class ServerFiles
         return (model, root, outside);
     }
 
+    static readonly Lazy<string> FusionFolders = new(CreateFusions);
+
+    /// <summary>
+    /// Makes (once) fusion "mix" in <c>root/mix</c> over adapters "fa" and "fb" in <c>root/mix-parts/</c>, and fusion
+    /// "far" in <c>root/far</c> over an adapter "fo" that lies outside the root. Returns "mix".
+    /// </summary>
+    public static string Fusion => FusionFolders.Value;
+
+    static string CreateFusions()
+    {
+        var encoder = Pretrained.Load(ModelDir);
+        var identity = BaseModelIdentity.Of(encoder);
+        var head = HeadConfig.Classification(["neg", "pos"]);
+        void Save(string fusionName, string fusionDir, (string Name, string Dir)[] parts, int seed)
+        {
+            using var model = AdapterModel.FromPretrained(encoder);
+            manual_seed(seed);
+            foreach (var (name, _) in parts) model.AddAdapter(name, Methods.Houlsby with { AdapterSize = 4 }, head);
+            model.AddFusion(fusionName, new FusionConfig { Adapters = [.. parts.Select(p => p.Name)] }, head);
+            using (no_grad())
+                foreach (var (_, parameter) in model.named_parameters()) parameter.add_(randn_like(parameter) * 0.1);
+            foreach (var (name, dir) in parts)
+                AdapterFiles.Save(dir, new AdapterManifest { Name = name, Config = model.Adapters[name], Head = head, BaseModel = identity, MaxLength = 32 },
+                    model.AdapterTensors(name));
+            FusionFiles.Save(fusionDir, new FusionManifest
+            {
+                Name = fusionName,
+                Adapters = [.. parts.Select(p => AdapterReference.Describe(p.Name, p.Dir, fusionDir))],
+                Head = head,
+                BaseModel = identity,
+                Task = "tiny",
+                MaxLength = 32,
+            }, model.AdapterTensors(fusionName));
+        }
+        Save("mix", Path.Combine(Root, "mix"), [("fa", Path.Combine(Root, "mix-parts", "fa")), ("fb", Path.Combine(Root, "mix-parts", "fb"))], seed: 7);
+        Save("far", Path.Combine(Root, "far"), [("fo", Path.Combine(Outside, "fo")), ("fp", Path.Combine(Root, "far-parts", "fp"))], seed: 8);
+        return Path.Combine(Root, "mix");
+    }
+
+    /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with fusion "mix" on the base.</summary>
+    public static Prediction[] ExpectedFusion(IReadOnlyList<(string Text, string? Pair)> inputs)
+    {
+        var encoder = Pretrained.Load(ModelDir);
+        using var model = AdapterModel.FromPretrained(encoder);
+        var manifest = FusionFiles.Load(Fusion, model, BaseModelIdentity.Of(encoder)); // activates it
+        var data = EncodedDataset.Unlabelled(inputs, encoder.Tokenizer, manifest.MaxLength);
+        return Trainer.Predict(model, data, 64, CPU).Select(o => Prediction.From(manifest.Head, o)).ToArray();
+    }
+
     /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with adapter <paramref name="name"/> alone on the base.</summary>
     public static Prediction[] Expected(string name, IReadOnlyList<(string Text, string? Pair)> inputs)
     {
