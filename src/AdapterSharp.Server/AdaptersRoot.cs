@@ -44,13 +44,13 @@ public sealed class AdaptersRoot
     }
 
     /// <summary>
-    /// The folder of an adapter that the fusion in <paramref name="fusionDir"/> fuses: where the fusion recorded it
-    /// (relative first, then absolute), taken only inside the root, and checked to hold the weights the fusion was
-    /// trained with. 403 when no recorded place is inside the root.
+    /// The folder of an adapter that the fusion or stacked adapter in <paramref name="fromDir"/> refers to: where it
+    /// recorded it (relative first, then absolute), taken only inside the root, and checked to hold the weights it
+    /// was trained with. 403 when no recorded place is inside the root.
     /// </summary>
-    public string FindFused(string fusionDir, AdapterReference reference)
+    public string FindReferenced(string fromDir, AdapterReference reference)
     {
-        string[] candidates = [.. new[] { Path.Combine(fusionDir, reference.Path), reference.AbsolutePath }.Where(p => p.Length > 0).Distinct()];
+        string[] candidates = [.. new[] { Path.Combine(fromDir, reference.Path), reference.AbsolutePath }.Where(p => p.Length > 0).Distinct()];
         foreach (var candidate in candidates)
         {
             string real;
@@ -63,10 +63,10 @@ public sealed class AdaptersRoot
                 continue;
             }
             if (File.Exists(Path.Combine(real, AdapterFiles.ConfigFile)))
-                return (reference with { Path = real, AbsolutePath = real }).Find(fusionDir, "fuses", "this fusion");
+                return (reference with { Path = real, AbsolutePath = real }).Find(fromDir, "refers to", "it");
         }
         throw new ApiException(StatusCodes.Status403Forbidden,
-            $"{fusionDir}: fuses adapter '{reference.Name}', whose folder is not inside the adapters root (looked in {string.Join(" and ", candidates)})");
+            $"{fromDir}: refers to adapter '{reference.Name}', whose folder is not inside the adapters root (looked in {string.Join(" and ", candidates)})");
     }
 
     bool Contains(string real) => real == Folder || real.StartsWith(Path.TrimEndingDirectorySeparator(Folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal);

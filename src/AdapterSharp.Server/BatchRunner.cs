@@ -28,7 +28,7 @@ public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatch
         return outputs;
     }
 
-    /// <summary>The <paramref name="rows"/> of <paramref name="inputs"/>, one forward pass per adapter (or fusion).</summary>
+    /// <summary>The <paramref name="rows"/> of <paramref name="inputs"/>, one forward pass per adapter (or stack, or fusion).</summary>
     internal static void RunGroups(ModelHost host, int maxBatch, IReadOnlyList<BatchInput> inputs, IEnumerable<int> rows, float[][] outputs)
     {
         foreach (var group in rows.GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
@@ -68,8 +68,8 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
         var outputs = new float[inputs.Count][];
-        // A fusion mixes several adapters in every row, which per-row routing does not do: its rows run apart.
-        var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].Fuses is not null).ToList();
+        // A stack or a fusion combines several adapters in every row, which per-row routing does not do: its rows run apart.
+        var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].Composed).ToList();
         if (fused.Count > 0) PerAdapterBatchRunner.RunGroups(host, maxBatch, inputs, fused, outputs);
         var routed = Enumerable.Range(0, inputs.Count).Except(fused).ToArray();
         if (routed.Length == 0) return outputs;

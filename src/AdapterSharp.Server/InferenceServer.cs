@@ -186,7 +186,7 @@ public sealed class InferenceServer : IAsyncDisposable
         AdapterInfo info;
         try
         {
-            info = await worker.Execute(() => host.Load(dir, name, adaptersRoot.FindFused));
+            info = await worker.Execute(() => host.Load(dir, name, adaptersRoot.FindReferenced));
         }
         catch (Exception e) when (e is ModelFormatException or CheckpointException or DataFormatException or IOException
                                       or UnauthorizedAccessException or InvalidDataException)

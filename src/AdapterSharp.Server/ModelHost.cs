@@ -25,6 +25,10 @@ public sealed record AdapterInfo
     public int MaxLength { get; init; }
     /// <summary>For an AdapterFusion: the adapters it fuses, loaded with it and only for it.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string[]? Fuses { get; init; }
+    /// <summary>For a stacked adapter: the adapters below it, bottom first, loaded with it and only for it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string[]? StackedOn { get; init; }
+    /// <summary>Whether it combines several adapters in every row (a stack or a fusion).</summary>
+    [JsonIgnore] public bool Composed => Fuses is not null || StackedOn is not null;
     [JsonIgnore] public HeadConfig Head { get; init; } = new();
 }
 
@@ -70,24 +74,23 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>
     /// Loads the adapter folder <paramref name="dir"/> under <paramref name="name"/> (default: its saved name).
-    /// 409 when the name is taken; the loader's <see cref="ModelFormatException"/> for a bad folder. A fusion
-    /// folder (<c>fusion_config.json</c>) loads with the adapters it fuses, found through
-    /// <paramref name="findFused"/> (default: where the fusion records them).
+    /// 409 when the name is taken; the loader's <see cref="ModelFormatException"/> for a bad folder. A stacked
+    /// adapter (<c>train --stack</c>) loads with the adapters it runs on, a fusion folder (<c>fusion_config.json</c>)
+    /// with the adapters it fuses: under their saved names, for it alone, found through
+    /// <paramref name="findReferenced"/> (default: where it records them).
     /// </summary>
-    public AdapterInfo Load(string dir, string? name = null, Func<string, AdapterReference, string>? findFused = null)
+    public AdapterInfo Load(string dir, string? name = null, Func<string, AdapterReference, string>? findReferenced = null)
     {
-        if (FusionFiles.IsFusionFolder(dir)) return LoadFusion(dir, name, findFused ?? ((from, reference) => reference.Find(from, "fuses", "this fusion")));
+        findReferenced ??= (from, reference) => reference.Find(from, "refers to", "it");
+        if (FusionFiles.IsFusionFolder(dir)) return LoadFusion(dir, name, findReferenced);
         var manifest = AdapterFiles.ReadManifest(dir);
         name ??= manifest.Name;
-        if (adapters.ContainsKey(name) || Model.Adapters.ContainsKey(name))
-            throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
-        if (manifest.StackedOn is { Length: > 0 } stacked)
-            throw new ModelFormatException($"{dir}: this adapter runs on top of '{stacked[^1].Name}' (train --stack); the server runs single adapters only");
+        RequireFree(name);
         // Such an adapter would change what every other adapter computes.
         if (manifest.Config.ModifiesBase)
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");
-        AdapterFiles.Load(dir, Model, Identity, name);
-        Prepare();
+        var lower = manifest.StackedOn ?? [];
+        Loading(dir, name, lower, findReferenced, () => AdapterFiles.Load(dir, Model, Identity, name));
         var info = new AdapterInfo
         {
             Name = name,
@@ -98,47 +101,22 @@ public sealed class ModelHost : IDisposable
             TrainableParameters = Model.named_parameters().Where(p => Model.IsTrainedBy(name, p.name)).Sum(p => p.parameter.numel()),
             BaseModel = Identity.Id,
             MaxLength = manifest.MaxLength,
+            StackedOn = lower.Length > 0 ? [.. lower.Select(a => a.Name)] : null,
             Head = manifest.Head,
         };
         adapters = adapters.Add(name, info);
         return info;
     }
 
-    /// <summary>
-    /// An AdapterFusion and the adapters it fuses, which load under their saved names for this fusion alone: a name
-    /// that is taken already is 409, so that no served adapter is shared with, or shadowed by, a fusion's.
-    /// </summary>
-    AdapterInfo LoadFusion(string dir, string? name, Func<string, AdapterReference, string> findFused)
+    /// <summary>An AdapterFusion and the adapters it fuses.</summary>
+    AdapterInfo LoadFusion(string dir, string? name, Func<string, AdapterReference, string> findReferenced)
     {
         var manifest = FusionFiles.ReadManifest(dir);
         if (name is not null && name != manifest.Name)
             throw new ApiException(StatusCodes.Status400BadRequest, $"name: a fusion is served under its saved name '{manifest.Name}', not '{name}'");
         name = manifest.Name;
-        if (adapters.ContainsKey(name) || Model.Adapters.ContainsKey(name) || Model.Fusions.ContainsKey(name))
-            throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
-        foreach (var fused in manifest.Adapters)
-            if (Model.Adapters.ContainsKey(fused.Name) || Model.Fusions.ContainsKey(fused.Name))
-                throw new ApiException(StatusCodes.Status409Conflict,
-                    $"fusion '{name}' loads its adapter '{fused.Name}', and an adapter of that name is loaded already: unload it first");
-        var folders = manifest.Adapters.Select(fused => findFused(dir, fused)).ToArray(); // all found before any loads
-        var loaded = new List<string>();
-        try
-        {
-            for (int i = 0; i < folders.Length; i++)
-            {
-                AdapterFiles.Load(folders[i], Model, Identity, manifest.Adapters[i].Name);
-                loaded.Add(manifest.Adapters[i].Name);
-            }
-            FusionFiles.Load(dir, Model, Identity, loadAdapters: false);
-            loaded.Insert(0, name);
-            Model.Active = null;
-            Prepare();
-        }
-        catch
-        {
-            foreach (var added in loaded) Model.RemoveAdapter(added); // the fusion first, then its adapters
-            throw;
-        }
+        RequireFree(name);
+        Loading(dir, name, manifest.Adapters, findReferenced, () => FusionFiles.Load(dir, Model, Identity, loadAdapters: false));
         var info = new AdapterInfo
         {
             Name = name,
@@ -149,26 +127,66 @@ public sealed class ModelHost : IDisposable
             TrainableParameters = manifest.TrainableParameters,
             BaseModel = Identity.Id,
             MaxLength = manifest.MaxLength,
-            Fuses = manifest.Adapters.Select(a => a.Name).ToArray(),
+            Fuses = [.. manifest.Adapters.Select(a => a.Name)],
             Head = manifest.Head,
         };
         adapters = adapters.Add(name, info);
         return info;
     }
 
-    /// <summary>Removes adapter <paramref name="name"/> (a fusion with its adapters); 404 when none is loaded under that name.</summary>
+    void RequireFree(string name)
+    {
+        if (adapters.ContainsKey(name) || Model.Adapters.ContainsKey(name) || Model.Fusions.ContainsKey(name))
+            throw new ApiException(StatusCodes.Status409Conflict, $"an adapter named '{name}' is already loaded");
+    }
+
+    /// <summary>
+    /// Loads the adapters <paramref name="name"/> refers to, then <paramref name="loadItself"/>, all or nothing. The
+    /// referenced adapters are its alone: a name that is taken already is 409, so that no served adapter is shared
+    /// with, or shadowed by, one of them. All are found before any loads.
+    /// </summary>
+    void Loading(string dir, string name, AdapterReference[] references, Func<string, AdapterReference, string> findReferenced, Action loadItself)
+    {
+        foreach (var reference in references)
+            if (reference.Name == name || Model.Adapters.ContainsKey(reference.Name) || Model.Fusions.ContainsKey(reference.Name))
+                throw new ApiException(StatusCodes.Status409Conflict,
+                    $"'{name}' loads its adapter '{reference.Name}', and an adapter of that name is loaded already: unload it first");
+        var folders = references.Select(reference => findReferenced(dir, reference)).ToArray();
+        var loaded = new List<string>();
+        try
+        {
+            for (int i = 0; i < folders.Length; i++)
+            {
+                AdapterFiles.Load(folders[i], Model, Identity, references[i].Name);
+                loaded.Add(references[i].Name);
+            }
+            loadItself();
+            loaded.Insert(0, name);
+            Model.Active = null;
+            Prepare();
+        }
+        catch
+        {
+            foreach (var added in loaded) Model.RemoveAdapter(added); // itself first, then what it refers to
+            throw;
+        }
+    }
+
+    /// <summary>Removes adapter <paramref name="name"/>, with the adapters it refers to; 404 when none is loaded under that name.</summary>
     public void Unload(string name)
     {
         if (!adapters.TryGetValue(name, out var info)) throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
         adapters = adapters.Remove(name);
         Model.RemoveAdapter(name);
-        foreach (var fused in info.Fuses ?? []) Model.RemoveAdapter(fused);
+        foreach (var referenced in info.Fuses ?? info.StackedOn ?? []) Model.RemoveAdapter(referenced);
     }
 
-    /// <summary>Makes <paramref name="name"/> (an adapter or a fusion) the one the next forward pass uses.</summary>
+    /// <summary>Makes <paramref name="name"/> (an adapter, a stack or a fusion) the one the next forward pass uses.</summary>
     public void Activate(string name)
     {
-        if (adapters[name].Fuses is not null) Model.ActivateFusion(name);
+        var info = adapters[name];
+        if (info.Fuses is not null) Model.ActivateFusion(name);
+        else if (info.StackedOn is { } lower) Model.Composition = new Stack([.. lower, name]);
         else Model.Active = name;
     }
 

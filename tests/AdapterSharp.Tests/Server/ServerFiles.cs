@@ -69,7 +69,8 @@ static class ServerFiles
 
     /// <summary>
     /// Makes (once) fusion "mix" in <c>root/mix</c> over adapters "fa" and "fb" in <c>root/mix-parts/</c>, and fusion
-    /// "far" in <c>root/far</c> over an adapter "fo" that lies outside the root. Returns "mix".
+    /// "far" in <c>root/far</c> over an adapter "fo" that lies outside the root, and adapter "st" in <c>root/st</c>
+    /// stacked on "sa" in <c>root/stack-parts/</c>. Returns "mix".
     /// </summary>
     public static string Fusion => FusionFolders.Value;
 
@@ -101,7 +102,40 @@ static class ServerFiles
         }
         Save("mix", Path.Combine(Root, "mix"), [("fa", Path.Combine(Root, "mix-parts", "fa")), ("fb", Path.Combine(Root, "mix-parts", "fb"))], seed: 7);
         Save("far", Path.Combine(Root, "far"), [("fo", Path.Combine(Outside, "fo")), ("fp", Path.Combine(Root, "far-parts", "fp"))], seed: 8);
+
+        // Adapter "st" stacked on "sa" (train --stack): sa in root/stack-parts/sa, st in root/st.
+        using (var model = AdapterModel.FromPretrained(encoder))
+        {
+            manual_seed(9);
+            var config = Methods.Houlsby with { AdapterSize = 4 };
+            model.AddAdapter("sa", config, head);
+            model.AddAdapter("st", config, head);
+            using (no_grad())
+                foreach (var (_, parameter) in model.named_parameters()) parameter.add_(randn_like(parameter) * 0.1);
+            string lowerDir = Path.Combine(Root, "stack-parts", "sa"), topDir = Path.Combine(Root, "st");
+            AdapterFiles.Save(lowerDir, new AdapterManifest { Name = "sa", Config = config, Head = head, BaseModel = identity, MaxLength = 32 },
+                model.AdapterTensors("sa"));
+            AdapterFiles.Save(topDir, new AdapterManifest
+            {
+                Name = "st", Config = config, Head = head, BaseModel = identity, MaxLength = 32,
+                StackedOn = [AdapterReference.Describe("sa", lowerDir, topDir)],
+            }, model.AdapterTensors("st"));
+        }
         return Path.Combine(Root, "mix");
+    }
+
+    /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with "st" stacked on "sa", on the base.</summary>
+    public static Prediction[] ExpectedStack(IReadOnlyList<(string Text, string? Pair)> inputs)
+    {
+        _ = Fusion;
+        var encoder = Pretrained.Load(ModelDir);
+        using var model = AdapterModel.FromPretrained(encoder);
+        var identity = BaseModelIdentity.Of(encoder);
+        AdapterFiles.Load(Path.Combine(Root, "stack-parts", "sa"), model, identity);
+        var manifest = AdapterFiles.Load(Path.Combine(Root, "st"), model, identity);
+        model.Composition = new Stack("sa", "st");
+        var data = EncodedDataset.Unlabelled(inputs, encoder.Tokenizer, manifest.MaxLength);
+        return Trainer.Predict(model, data, 64, CPU).Select(o => Prediction.From(manifest.Head, o)).ToArray();
     }
 
     /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with fusion "mix" on the base.</summary>

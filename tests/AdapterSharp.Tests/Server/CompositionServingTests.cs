@@ -3,9 +3,9 @@ using AdapterSharp.Server;
 
 namespace AdapterSharp.Tests.Server;
 
-/// <summary>AdapterFusion folders served: loaded with their adapters, from inside the adapters root only.</summary>
+/// <summary>Fusions and stacked adapters served: loaded with the adapters they use, from inside the adapters root only.</summary>
 [Collection(nameof(ServerCollection))]
-public class FusionServingTests
+public class CompositionServingTests
 {
     static readonly ServerOptions WithRoot = new() { AdaptersRoot = ServerFiles.Root };
 
@@ -59,6 +59,30 @@ public class FusionServingTests
         Assert.Empty(server.Host.Model.Fusions);
         Assert.Equal(404, (await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "mix", ["inputs"] = new JsonArray("good") })).Status);
         Assert.Equal(201, (await server.PostAsync("/v1/adapters", new { path = "mix" })).Status);
+    }
+
+    [Fact]
+    public async Task A_stacked_adapter_loads_on_its_lower_adapter_and_predicts_as_the_stack_does_then_unloads_with_it()
+    {
+        _ = ServerFiles.Fusion;
+        await using var server = await RunningServer.StartAsync(WithRoot, load: ["sent"]);
+        var (status, body) = await server.PostAsync("/v1/adapters", new { path = "st" });
+        Assert.True(status == 201, body?.ToJsonString());
+        Assert.Equal(["sa"], body!["stacked_on"]!.AsArray().Select(a => a!.GetValue<string>()));
+
+        string[] adapters = ["st", "sent", "st"];
+        var inputs = new JsonArray();
+        for (int i = 0; i < adapters.Length; i++) inputs.Add(new JsonObject { ["adapter"] = adapters[i], ["text"] = ServerFiles.Texts[i].Text });
+        var (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["inputs"] = inputs });
+        Assert.Equal(200, predicted);
+        for (int i = 0; i < adapters.Length; i++)
+        {
+            var alone = adapters[i] == "st" ? ServerFiles.ExpectedStack([(ServerFiles.Texts[i].Text, null)]) : ServerFiles.Expected("sent", [(ServerFiles.Texts[i].Text, null)]);
+            ServerFiles.AssertSame(alone[0], answer!["predictions"]![i]!, $"inputs[{i}] ({adapters[i]})");
+        }
+
+        Assert.Equal(204, (await server.SendAsync(HttpMethod.Delete, "/v1/adapters/st")).Status);
+        Assert.Equal(["sent"], server.Host.Model.Adapters.Keys);
     }
 
     [Fact]
