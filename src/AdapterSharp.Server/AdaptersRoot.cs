@@ -51,22 +51,24 @@ public sealed class AdaptersRoot
     public string FindReferenced(string fromDir, AdapterReference reference)
     {
         string[] candidates = [.. new[] { Path.Combine(fromDir, reference.Path), reference.AbsolutePath }.Where(p => p.Length > 0).Distinct()];
+        var inside = new List<string>();
         foreach (var candidate in candidates)
         {
-            string real;
             try
             {
-                real = Resolve(candidate);
+                inside.Add(Resolve(candidate));
             }
-            catch (ApiException e) when (e.Status == StatusCodes.Status403Forbidden)
+            catch (ApiException e) when (e.Status is StatusCodes.Status403Forbidden or StatusCodes.Status400BadRequest)
             {
-                continue;
+                // outside the root, or unreadable: try the other recorded place
             }
-            if (File.Exists(Path.Combine(real, AdapterFiles.ConfigFile)))
-                return (reference with { Path = real, AbsolutePath = real }).Find(fromDir, "refers to", "it");
         }
-        throw new ApiException(StatusCodes.Status403Forbidden,
-            $"{fromDir}: refers to adapter '{reference.Name}', whose folder is not inside the adapters root (looked in {string.Join(" and ", candidates)})");
+        if (inside.Count == 0)
+            throw new ApiException(StatusCodes.Status403Forbidden,
+                $"{fromDir}: refers to adapter '{reference.Name}', whose folder is not inside the adapters root (looked in {string.Join(" and ", candidates)})");
+        // Find reads and hashes only what was resolved inside the root; it says which folder is missing or differs.
+        var found = inside.FirstOrDefault(real => File.Exists(Path.Combine(real, AdapterFiles.ConfigFile))) ?? inside[0];
+        return (reference with { Path = found, AbsolutePath = found }).Find(fromDir, "refers to", "it");
     }
 
     bool Contains(string real) => real == Folder || real.StartsWith(Path.TrimEndingDirectorySeparator(Folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal);

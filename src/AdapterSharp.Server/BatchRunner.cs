@@ -31,16 +31,22 @@ public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatch
     /// <summary>The <paramref name="rows"/> of <paramref name="inputs"/>, one forward pass per adapter (or stack, or fusion).</summary>
     internal static void RunGroups(ModelHost host, int maxBatch, IReadOnlyList<BatchInput> inputs, IEnumerable<int> rows, float[][] outputs)
     {
-        foreach (var group in rows.GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
+        try
         {
-            var members = group.ToArray();
-            var data = EncodedDataset.Unlabelled(members.Select(i => (inputs[i].Text, inputs[i].TextPair)), host.Tokenizer,
-                host.Adapters[group.Key].MaxLength);
-            host.Activate(group.Key);
-            var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
-            for (int k = 0; k < members.Length; k++) outputs[members[k]] = groupOutputs[k];
+            foreach (var group in rows.GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
+            {
+                var members = group.ToArray();
+                var data = EncodedDataset.Unlabelled(members.Select(i => (inputs[i].Text, inputs[i].TextPair)), host.Tokenizer,
+                    host.Adapters[group.Key].MaxLength);
+                host.Activate(group.Key);
+                var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
+                for (int k = 0; k < members.Length; k++) outputs[members[k]] = groupOutputs[k];
+            }
         }
-        host.Model.Active = null;
+        finally
+        {
+            host.Model.Active = null;
+        }
     }
 }
 

@@ -152,6 +152,11 @@ public sealed class ModelHost : IDisposable
                 throw new ApiException(StatusCodes.Status409Conflict,
                     $"'{name}' loads its adapter '{reference.Name}', and an adapter of that name is loaded already: unload it first");
         var folders = references.Select(reference => findReferenced(dir, reference)).ToArray();
+        // Checked before anything loads: a full or top-k adapter would write the shared base weights as it loads,
+        // which no rollback undoes.
+        foreach (var folder in folders)
+            if (AdapterFiles.ReadManifest(folder).Config is { ModifiesBase: true } config)
+                throw new ModelFormatException($"{folder}: a {config.Method} adapter changes the shared base weights and cannot be loaded for '{name}'");
         var loaded = new List<string>();
         try
         {
@@ -176,9 +181,9 @@ public sealed class ModelHost : IDisposable
     public void Unload(string name)
     {
         if (!adapters.TryGetValue(name, out var info)) throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
-        adapters = adapters.Remove(name);
         Model.RemoveAdapter(name);
         foreach (var referenced in info.Fuses ?? info.StackedOn ?? []) Model.RemoveAdapter(referenced);
+        adapters = adapters.Remove(name);
     }
 
     /// <summary>Makes <paramref name="name"/> (an adapter, a stack or a fusion) the one the next forward pass uses.</summary>

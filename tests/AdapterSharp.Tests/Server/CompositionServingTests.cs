@@ -86,6 +86,24 @@ public class CompositionServingTests
     }
 
     [Fact]
+    public async Task A_stack_on_an_adapter_that_changes_the_base_is_400_and_leaves_the_base_as_it_was()
+    {
+        _ = ServerFiles.Fusion;
+        await using var server = await RunningServer.StartAsync(WithRoot, load: []);
+        var (status, body) = await server.PostAsync("/v1/adapters", new { path = "sf" });
+        Assert.Equal(400, status);
+        Assert.Contains("full", body!["error"]!.GetValue<string>());
+        Assert.Empty(server.Host.Model.Adapters);
+
+        // The base is untouched: an adapter loaded now predicts as on a fresh base.
+        Assert.Equal(201, (await server.PostAsync("/v1/adapters", new { path = "sent" })).Status);
+        var (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = ServerFiles.InputsJson(ServerFiles.Texts) });
+        Assert.Equal(200, predicted);
+        var expected = ServerFiles.Expected("sent", ServerFiles.Texts);
+        for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], answer!["predictions"]![i]!, $"inputs[{i}]");
+    }
+
+    [Fact]
     public async Task A_fusion_whose_adapter_lies_outside_the_root_is_403_and_loads_nothing()
     {
         _ = ServerFiles.Fusion;

@@ -121,6 +121,26 @@ static class ServerFiles
                 StackedOn = [AdapterReference.Describe("sa", lowerDir, topDir)],
             }, model.AdapterTensors("st"));
         }
+
+        // "sf" stacked on a full fine-tuning adapter "fullx" (hand-made: training refuses to stack on one).
+        using (var model = AdapterModel.FromPretrained(encoder))
+        {
+            manual_seed(10);
+            model.AddAdapter("fullx", Methods.Full, head);
+            using (no_grad())
+                foreach (var (_, parameter) in model.named_parameters()) parameter.add_(randn_like(parameter) * 0.5);
+            string lowerDir = Path.Combine(Root, "stack-parts", "fullx"), topDir = Path.Combine(Root, "sf");
+            AdapterFiles.Save(lowerDir, new AdapterManifest { Name = "fullx", Config = Methods.Full, Head = head, BaseModel = identity, MaxLength = 32 },
+                model.AdapterTensors("fullx"));
+            var config = Methods.Houlsby with { AdapterSize = 4 };
+            using var top = AdapterModel.FromPretrained(encoder);
+            top.AddAdapter("sf", config, head);
+            AdapterFiles.Save(topDir, new AdapterManifest
+            {
+                Name = "sf", Config = config, Head = head, BaseModel = identity, MaxLength = 32,
+                StackedOn = [AdapterReference.Describe("fullx", lowerDir, topDir)],
+            }, top.AdapterTensors("sf"));
+        }
         return Path.Combine(Root, "mix");
     }
 
