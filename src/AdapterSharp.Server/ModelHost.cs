@@ -91,21 +91,11 @@ public sealed class ModelHost : IDisposable
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");
         var lower = manifest.StackedOn ?? [];
         Loading(dir, name, lower, findReferenced, () => AdapterFiles.Load(dir, Model, Identity, name));
-        var info = new AdapterInfo
+        long trainable = Model.named_parameters().Where(p => Model.IsTrainedBy(name, p.name)).Sum(p => p.parameter.numel());
+        return Serve(Describe(name, manifest.Config.Method, manifest.Task, manifest.Head, manifest.MaxLength, trainable) with
         {
-            Name = name,
-            Method = manifest.Config.Method,
-            Task = manifest.Task,
-            Kind = manifest.Head.Kind,
-            Labels = manifest.Head.IsRegression ? null : manifest.Head.Labels,
-            TrainableParameters = Model.named_parameters().Where(p => Model.IsTrainedBy(name, p.name)).Sum(p => p.parameter.numel()),
-            BaseModel = Identity.Id,
-            MaxLength = manifest.MaxLength,
             StackedOn = lower.Length > 0 ? [.. lower.Select(a => a.Name)] : null,
-            Head = manifest.Head,
-        };
-        adapters = adapters.Add(name, info);
-        return info;
+        });
     }
 
     /// <summary>An AdapterFusion and the adapters it fuses.</summary>
@@ -117,20 +107,28 @@ public sealed class ModelHost : IDisposable
         name = manifest.Name;
         RequireFree(name);
         Loading(dir, name, manifest.Adapters, findReferenced, () => FusionFiles.Load(dir, Model, Identity, loadAdapters: false));
-        var info = new AdapterInfo
+        return Serve(Describe(name, "fusion", manifest.Task, manifest.Head, manifest.MaxLength, manifest.TrainableParameters) with
         {
-            Name = name,
-            Method = "fusion",
-            Task = manifest.Task,
-            Kind = manifest.Head.Kind,
-            Labels = manifest.Head.IsRegression ? null : manifest.Head.Labels,
-            TrainableParameters = manifest.TrainableParameters,
-            BaseModel = Identity.Id,
-            MaxLength = manifest.MaxLength,
             Fuses = [.. manifest.Adapters.Select(a => a.Name)],
-            Head = manifest.Head,
-        };
-        adapters = adapters.Add(name, info);
+        });
+    }
+
+    AdapterInfo Describe(string name, string method, string? task, HeadConfig head, int maxLength, long trainableParameters) => new()
+    {
+        Name = name,
+        Method = method,
+        Task = task,
+        Kind = head.Kind,
+        Labels = head.IsRegression ? null : head.Labels,
+        TrainableParameters = trainableParameters,
+        BaseModel = Identity.Id,
+        MaxLength = maxLength,
+        Head = head,
+    };
+
+    AdapterInfo Serve(AdapterInfo info)
+    {
+        adapters = adapters.Add(info.Name, info);
         return info;
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AdapterSharp.Model;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace AdapterSharp.Benchmarks;
@@ -17,7 +18,7 @@ public static class KernelBenchmark
         foreach (bool adapter in new[] { true, false })
         {
             using var scope = NewDisposeScope();
-            var norm = nn.LayerNorm(hidden, 1e-12).to(device);
+            using var norm = nn.LayerNorm(hidden, 1e-12).to(device);
             manual_seed(seed);
             using (no_grad())
             {
@@ -44,27 +45,25 @@ public static class KernelBenchmark
 
     enum Path { Kernels, Operators, Unfused }
 
-    static Tensor[] Forward(nn.Module norm, Tensor a, Tensor? b, Tensor r, Path path)
+    static Tensor[] Forward(LayerNorm norm, Tensor a, Tensor? b, Tensor r, Path path)
     {
-        var layerNorm = (TorchSharp.Modules.LayerNorm)norm;
         if (path == Path.Unfused)
         {
-            var y = layerNorm.call((b is null ? a : a + b) + r);
+            var y = norm.call((b is null ? a : a + b) + r);
             return [y, y.to_type(a.dtype)];
         }
-        var (output, low) = AddNorm.Apply(a, b, r, layerNorm, path == Path.Kernels ? AddNorm.Backend.Kernels : AddNorm.Backend.Operators);
+        var (output, low) = AddNorm.Apply(a, b, r, norm, path == Path.Kernels ? AddNorm.Backend.Kernels : AddNorm.Backend.Operators);
         return [output, low];
     }
 
     /// <summary>Outputs, then the gradients of a, b (if any), r, weight and bias for the output gradients given.</summary>
-    static Tensor[] Run(nn.Module norm, Tensor a0, Tensor? b0, Tensor r0, Tensor gy, Tensor gLow, Path path)
+    static Tensor[] Run(LayerNorm norm, Tensor a0, Tensor? b0, Tensor r0, Tensor gy, Tensor gLow, Path path)
     {
-        var layerNorm = (TorchSharp.Modules.LayerNorm)norm;
         var a = a0.detach().requires_grad_();
         var b = b0?.detach().requires_grad_();
         var r = r0.detach().requires_grad_();
         var outputs = Forward(norm, a, b, r, path);
-        List<Tensor> inputs = b is null ? [a, r, layerNorm.weight!, layerNorm.bias!] : [a, b, r, layerNorm.weight!, layerNorm.bias!];
+        List<Tensor> inputs = b is null ? [a, r, norm.weight!, norm.bias!] : [a, b, r, norm.weight!, norm.bias!];
         var grads = autograd.grad(outputs, inputs, [gy, gLow]);
         return [outputs[0].detach(), outputs[1].detach(), .. grads];
     }

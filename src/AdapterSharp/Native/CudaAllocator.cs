@@ -95,7 +95,7 @@ public static unsafe class CudaAllocator
         var self = *(nint*)api.Instance;
         if (self == 0) return null;
         var function = (*(nint**)self)[slot(api)];
-        return function != 0 && DlAddr(function, out var info) != 0 && info.FileBase == api.LibraryBase ? (self, function) : null;
+        return function != 0 && CudaLibTorch.Mapping(function)?.Base == api.LibraryBase ? (self, function) : null;
     }
 
     static (Api?, string?) Load()
@@ -106,8 +106,8 @@ public static unsafe class CudaAllocator
             return (null, "libc10_cuda.so exports no CUDACachingAllocator::allocator");
         if (!NativeLibrary.TryGetExport(torchCuda, VtableSymbol, out var vtable))
             return (null, "libtorch_cuda.so exports no CUDAPluggableAllocator vtable to find the allocator's methods by");
-        if (DlAddr(instance, out var library) == 0) return (null, "libc10_cuda.so: cannot locate its mapping");
-        var api = new Api { Instance = instance, LibraryBase = library.FileBase };
+        if (CudaLibTorch.Mapping(instance) is not { } library) return (null, "libc10_cuda.so: cannot locate its mapping");
+        var api = new Api { Instance = instance, LibraryBase = library.Base };
         string? missing = null;
         int Slot(string method)
         {
@@ -129,13 +129,4 @@ public static unsafe class CudaAllocator
         if (missing is not null) return (null, $"libtorch_cuda.so: no usable CUDAPluggableAllocator::{missing}");
         return (api, null);
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct DlInfo
-    {
-        public nint FileName, FileBase, SymbolName, SymbolAddress;
-    }
-
-    [DllImport("libc", EntryPoint = "dladdr")]
-    static extern int DlAddr(nint address, out DlInfo info);
 }

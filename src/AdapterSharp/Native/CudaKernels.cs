@@ -104,7 +104,7 @@ public static unsafe class CudaKernels
     {
         if (!CudaLibTorch.TryOpenLoaded("libc10_cuda.so", out var c10Cuda))
             return (null, "libc10_cuda.so is not loaded (CPU-only libtorch)");
-        var driver = DlOpen("libcuda.so.1", RtldNow | RtldNoLoad);
+        var driver = CudaLibTorch.OpenIfLoaded("libcuda.so.1");
         if (driver == 0 && !NativeLibrary.TryLoad("libcuda.so.1", out driver)) return (null, "no CUDA driver (libcuda.so.1)");
         var (nvrtc, nvrtcPath, searched) = FindNvrtc(c10Cuda);
         if (nvrtc == 0) return (null, $"no NVRTC library (libnvrtc.so); searched {searched}");
@@ -151,13 +151,13 @@ public static unsafe class CudaKernels
         string[] sonames = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"];
         foreach (var soname in sonames)
         {
-            var loaded = DlOpen(soname, RtldNow | RtldNoLoad);
+            var loaded = CudaLibTorch.OpenIfLoaded(soname);
             if (loaded != 0) return (loaded, soname, "");
         }
         var searched = new List<string>();
-        if (NativeLibrary.TryGetExport(c10Cuda, "_ZN3c104cuda20getCurrentCUDAStreamEa", out var anchor) && DlAddr(anchor, out var info) != 0)
+        if (NativeLibrary.TryGetExport(c10Cuda, "_ZN3c104cuda20getCurrentCUDAStreamEa", out var anchor) && CudaLibTorch.Mapping(anchor) is { File: { } c10CudaFile })
         {
-            var torchLib = Path.GetDirectoryName(Marshal.PtrToStringUTF8(info.FileName));
+            var torchLib = Path.GetDirectoryName(c10CudaFile);
             var nvidia = torchLib is null ? null : Path.GetFullPath(Path.Combine(torchLib, "..", "..", "nvidia"));
             if (nvidia is not null && Directory.Exists(nvidia))
             {
@@ -241,8 +241,21 @@ public static unsafe class CudaKernels
             this.module = module;
         }
 
-        /// <summary>How many blocks of <paramref name="threads"/> fit on the device at once (all multiprocessors).</summary>
+        readonly Dictionary<(int Threads, int SharedBytes), int> residentBlocks = [];
+
+        /// <summary>How many blocks of <paramref name="threads"/> fit on the device at once (all multiprocessors);
+        /// asked of the driver once per launch shape.</summary>
         public int ResidentBlocks(int threads, int sharedBytes)
+        {
+            lock (residentBlocks)
+            {
+                if (!residentBlocks.TryGetValue((threads, sharedBytes), out var blocks))
+                    residentBlocks[(threads, sharedBytes)] = blocks = QueryResidentBlocks(threads, sharedBytes);
+                return blocks;
+            }
+        }
+
+        int QueryResidentBlocks(int threads, int sharedBytes)
         {
             int perMultiprocessor;
             bool pushed = EnterContext(api, module.Device);
@@ -411,18 +424,4 @@ public static unsafe class CudaKernels
     {
         if (result != 0) throw new InvalidOperationException($"NVRTC: {what} failed with status {result}");
     }
-
-    const int RtldNow = 2, RtldNoLoad = 4; // glibc
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct DlInfo
-    {
-        public nint FileName, FileBase, SymbolName, SymbolAddress;
-    }
-
-    [DllImport("libc", EntryPoint = "dladdr")]
-    static extern int DlAddr(nint address, out DlInfo info);
-
-    [DllImport("libc", EntryPoint = "dlopen")]
-    static extern nint DlOpen([MarshalAs(UnmanagedType.LPUTF8Str)] string name, int flags);
 }

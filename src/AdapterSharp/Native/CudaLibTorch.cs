@@ -84,10 +84,29 @@ public static class CudaLibTorch
     internal static bool TryOpenLoaded(string name, out nint handle)
     {
         if (loadedFrom is { } dir && NativeLibrary.TryLoad(Path.Combine(dir, name), out handle)) return true;
-        const int RtldNow = 2, RtldNoLoad = 4; // glibc
-        handle = DlOpen(name, RtldNow | RtldNoLoad);
+        handle = OpenIfLoaded(name);
         return handle != 0;
     }
+
+    /// <summary>A handle to the library of this soname if the process has it loaded already, else 0 (nothing is loaded).</summary>
+    internal static nint OpenIfLoaded(string soname)
+    {
+        const int RtldNow = 2, RtldNoLoad = 4; // glibc
+        return DlOpen(soname, RtldNow | RtldNoLoad);
+    }
+
+    /// <summary>The file and load address of the loaded library that holds <paramref name="address"/>, or null.</summary>
+    internal static (string? File, nint Base)? Mapping(nint address) =>
+        DlAddr(address, out var info) == 0 ? null : (Marshal.PtrToStringUTF8(info.FileName), info.FileBase);
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct DlInfo
+    {
+        public nint FileName, FileBase, SymbolName, SymbolAddress;
+    }
+
+    [DllImport("libc", EntryPoint = "dladdr")]
+    static extern int DlAddr(nint address, out DlInfo info);
 
     [DllImport("libc", EntryPoint = "dlopen")]
     static extern nint DlOpen([MarshalAs(UnmanagedType.LPUTF8Str)] string name, int flags);

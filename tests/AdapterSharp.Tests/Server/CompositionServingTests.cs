@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using AdapterSharp.Heads;
 using AdapterSharp.Server;
 
 namespace AdapterSharp.Tests.Server;
@@ -20,20 +21,34 @@ public class CompositionServingTests
         Assert.Equal("fusion", body["method"]!.GetValue<string>());
         Assert.Equal(["fa", "fb"], body["fuses"]!.AsArray().Select(a => a!.GetValue<string>()));
 
-        var (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "mix", ["inputs"] = ServerFiles.InputsJson(ServerFiles.Texts) });
-        Assert.Equal(200, predicted);
-        var expected = ServerFiles.ExpectedFusion(ServerFiles.Texts);
-        for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], answer!["predictions"]![i]!, $"inputs[{i}]");
-
+        await AssertPredicts(server, "mix", ServerFiles.ExpectedFusion(ServerFiles.Texts));
         // Mixed with a plain adapter in one request: each row as its own adapter (or fusion) gives it.
-        string[] adapters = ["mix", "sent", "mix", "sent"];
+        await AssertMixedPredicts(server, ["mix", "sent", "mix", "sent"], "mix", ServerFiles.ExpectedFusion);
+    }
+
+    /// <summary>A request for <paramref name="adapter"/> over all the texts gives <paramref name="expected"/>.</summary>
+    static async Task AssertPredicts(RunningServer server, string adapter, Prediction[] expected)
+    {
+        var (status, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = adapter, ["inputs"] = ServerFiles.InputsJson(ServerFiles.Texts) });
+        Assert.Equal(200, status);
+        for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], answer!["predictions"]![i]!, $"inputs[{i}]");
+    }
+
+    /// <summary>
+    /// A per-input request, input i for <c>adapters[i]</c> ("sent" or <paramref name="composed"/>), gives for each input
+    /// what its adapter gives alone (<paramref name="composedAlone"/> for the composed one).
+    /// </summary>
+    static async Task AssertMixedPredicts(RunningServer server, string[] adapters, string composed,
+        Func<IReadOnlyList<(string Text, string? Pair)>, Prediction[]> composedAlone)
+    {
         var inputs = new JsonArray();
         for (int i = 0; i < adapters.Length; i++) inputs.Add(new JsonObject { ["adapter"] = adapters[i], ["text"] = ServerFiles.Texts[i].Text });
-        (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["inputs"] = inputs });
-        Assert.Equal(200, predicted);
+        var (status, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["inputs"] = inputs });
+        Assert.Equal(200, status);
         for (int i = 0; i < adapters.Length; i++)
         {
-            var alone = adapters[i] == "mix" ? ServerFiles.ExpectedFusion([(ServerFiles.Texts[i].Text, null)]) : ServerFiles.Expected("sent", [(ServerFiles.Texts[i].Text, null)]);
+            (string, string?)[] text = [(ServerFiles.Texts[i].Text, null)];
+            var alone = adapters[i] == composed ? composedAlone(text) : ServerFiles.Expected(adapters[i], text);
             ServerFiles.AssertSame(alone[0], answer!["predictions"]![i]!, $"inputs[{i}] ({adapters[i]})");
         }
     }
@@ -70,16 +85,7 @@ public class CompositionServingTests
         Assert.True(status == 201, body?.ToJsonString());
         Assert.Equal(["sa"], body!["stacked_on"]!.AsArray().Select(a => a!.GetValue<string>()));
 
-        string[] adapters = ["st", "sent", "st"];
-        var inputs = new JsonArray();
-        for (int i = 0; i < adapters.Length; i++) inputs.Add(new JsonObject { ["adapter"] = adapters[i], ["text"] = ServerFiles.Texts[i].Text });
-        var (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["inputs"] = inputs });
-        Assert.Equal(200, predicted);
-        for (int i = 0; i < adapters.Length; i++)
-        {
-            var alone = adapters[i] == "st" ? ServerFiles.ExpectedStack([(ServerFiles.Texts[i].Text, null)]) : ServerFiles.Expected("sent", [(ServerFiles.Texts[i].Text, null)]);
-            ServerFiles.AssertSame(alone[0], answer!["predictions"]![i]!, $"inputs[{i}] ({adapters[i]})");
-        }
+        await AssertMixedPredicts(server, ["st", "sent", "st"], "st", ServerFiles.ExpectedStack);
 
         Assert.Equal(204, (await server.SendAsync(HttpMethod.Delete, "/v1/adapters/st")).Status);
         Assert.Equal(["sent"], server.Host.Model.Adapters.Keys);
@@ -97,10 +103,7 @@ public class CompositionServingTests
 
         // The base is untouched: an adapter loaded now predicts as on a fresh base.
         Assert.Equal(201, (await server.PostAsync("/v1/adapters", new { path = "sent" })).Status);
-        var (predicted, answer) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = ServerFiles.InputsJson(ServerFiles.Texts) });
-        Assert.Equal(200, predicted);
-        var expected = ServerFiles.Expected("sent", ServerFiles.Texts);
-        for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], answer!["predictions"]![i]!, $"inputs[{i}]");
+        await AssertPredicts(server, "sent", ServerFiles.Expected("sent", ServerFiles.Texts));
     }
 
     [Fact]
