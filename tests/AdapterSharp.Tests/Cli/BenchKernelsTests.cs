@@ -28,6 +28,12 @@ public sealed class BenchKernelsTests
     }
 
     [Fact]
+    public void Rows_that_are_not_positive_are_a_one_line_error()
+    {
+        CliAssert.OneLineError(CliRunner.Run(["bench", "kernels", "--device", "cpu", "--rows", "0"]), "--rows", "must be positive");
+    }
+
+    [Fact]
     public void An_unknown_fused_kernels_value_is_quoted()
     {
         CliAssert.OneLineError(CliRunner.Run(["bench", "kernels", "--device", "cpu", "--fused-kernels", "maybe"]), "--fused-kernels", "'maybe'");
