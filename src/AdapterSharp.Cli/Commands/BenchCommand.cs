@@ -30,6 +30,7 @@ static class BenchCommand
         bench.Subcommands.Add(Mixed());
         bench.Subcommands.Add(Serve());
         bench.Subcommands.Add(Kernels());
+        bench.Subcommands.Add(Tokenize());
         return bench;
     }
 
@@ -202,6 +203,58 @@ static class BenchCommand
                 Console.Error.WriteLine($"fused kernels off: {Native.CudaKernels.Problem ?? "--fused-kernels off"}");
             foreach (var record in KernelBenchmark.AddNormRecords(target, parse.GetValue(rows), parse.GetValue(hidden), parse.GetValue(steps), parse.GetValue(seed)))
                 Console.WriteLine(JsonSerializer.Serialize(record));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Tokenize()
+    {
+        var model = CommonOptions.Model();
+        var vocab = CommonOptions.Vocab();
+        var input = new Option<string?>("--input")
+        {
+            Description = "Texts, one a line, or a TSV whose first column is the text (a header line is skipped); default: SST-2 train.",
+        };
+        var maxLength = new Option<int>("--max-length") { DefaultValueFactory = _ => 128 };
+        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "Timed passes over the texts (after one untimed)." };
+        var command = new Command("tokenize", "Tokenizer throughput over a file of texts: sentences/s and pieces/s, median of the passes.")
+        {
+            model, vocab, input, maxLength, repeats,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            if (parse.GetValue(repeats) < 1 || parse.GetValue(maxLength) < 8) throw new UsageException("--repeats must be at least 1 and --max-length at least 8");
+            var path = parse.GetValue(input) ?? Path.Combine(Data.GlueTasks.DefaultDirectory(Data.GlueTasks.Get("sst2")), "train.tsv");
+            if (!File.Exists(path)) throw new UsageException($"--input: {path} not found");
+            var lines = File.ReadLines(path).Select(line => line.Split('\t')[0]).Where(line => line.Length > 0).ToList();
+            if (path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase) && lines.Count > 0) lines.RemoveAt(0);
+            var tokenizer = Pretrained.Load(parse.GetValue(model)!, parse.GetValue(vocab), Run.StderrLog).Tokenizer;
+            long Pass()
+            {
+                long pieces = 0;
+                foreach (var line in lines) pieces += tokenizer.Encode(line, maxLength: parse.GetValue(maxLength)).InputIds.Length;
+                return pieces;
+            }
+            long total = Pass();
+            var seconds = new List<double>();
+            for (int i = 0; i < parse.GetValue(repeats); i++)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                Pass();
+                seconds.Add(clock.Elapsed.TotalSeconds);
+            }
+            double median = seconds.Order().ElementAt(seconds.Count / 2);
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["workload"] = "tokenize",
+                ["input"] = path,
+                ["sentences"] = lines.Count,
+                ["pieces"] = total,
+                ["seconds_median"] = Math.Round(median, 4),
+                ["sentences_per_s"] = Math.Round(lines.Count / median),
+                ["pieces_per_s"] = Math.Round(total / median),
+            }));
             return 0;
         }));
         return command;

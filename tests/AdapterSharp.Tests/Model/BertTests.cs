@@ -50,10 +50,9 @@ public class BertTests
         Assert.True(model.Encode(ids, null, types).shape.SequenceEqual(new long[] { 2, 6, TinyBert.Config.HiddenSize }));
     }
 
-    [Fact]
+    [CpuOnlyFact]
     public void The_cuda_allocator_says_why_it_is_unavailable_on_a_cpu_libtorch()
     {
-        if (cuda.is_available()) return; // covered by the GPU tests
         Assert.False(AdapterSharp.Native.CudaAllocator.Available);
         Assert.Contains("not loaded", AdapterSharp.Native.CudaAllocator.Problem);
         Assert.Null(AdapterSharp.Native.CudaAllocator.Read(0));

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -384,21 +383,21 @@ public class TokenizerTests
     // ---- speed ----
 
     [Fact]
-    public void Tokenizing_sst2_train_takes_seconds_at_most()
+    public void Tokenizing_sst2_train_gives_every_sentence_its_pieces()
     {
         var path = Path.Combine(TestPaths.GlueDir, "SST-2", "train.tsv");
         Assert.True(File.Exists(path), $"{path} is missing");
         var sentences = File.ReadLines(path).Skip(1).Select(line => line.Split('\t')[0]).ToArray();
         Assert.True(sentences.Length > 60_000);
 
-        Tokenizer.Encode(sentences[0]);
-        var clock = Stopwatch.StartNew();
         long pieces = 0;
-        foreach (var sentence in sentences) pieces += Tokenizer.Encode(sentence, maxLength: 128).Length;
-        clock.Stop();
-
+        foreach (var sentence in sentences)
+        {
+            int length = Tokenizer.Encode(sentence, maxLength: 128).Length;
+            Assert.InRange(length, 3, 128); // [CLS], at least one piece, [SEP]
+            pieces += length;
+        }
+        // Speed is measured by `adaptersharp bench tokenize`, not here.
         Assert.True(pieces > sentences.Length * 3);
-        // Typically well under a second; the bound leaves room for a slow, busy CI machine.
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
     }
 }

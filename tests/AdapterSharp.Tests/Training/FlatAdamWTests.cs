@@ -72,36 +72,44 @@ public class FlatAdamWTests
     [Fact]
     public void Gradients_exist_only_between_a_backward_and_ZeroGrad_and_accumulate_until_then()
     {
-        using var once = Model();
+        // Compared as gradients, not as updated weights: clipping and Adam's invariance to the gradient's scale
+        // would make the update from 2g equal the one from g, so a test of weights could not tell them apart.
+        using var single = Model();
         using var twice = Model();
         using (no_grad())
         {
-            var source = AdapterSharp.Checkpoints.StateDict.Tensors(once);
+            var source = AdapterSharp.Checkpoints.StateDict.Tensors(single);
             foreach (var (name, target) in AdapterSharp.Checkpoints.StateDict.Tensors(twice)) target.copy_(source[name]);
         }
         static List<(Parameter, bool)> Trained(AdapterModel model) => model.TrainOnly("t").Select(p => (p.Parameter, true)).ToList();
-        using var onceOptimizer = new FlatAdamW(Trained(once), weightDecay: 0);
+        using var singleOptimizer = new FlatAdamW(Trained(single), weightDecay: 0);
         using var twiceOptimizer = new FlatAdamW(Trained(twice), weightDecay: 0);
-        Assert.All(once.TrainOnly("t"), p => Assert.Null(p.Parameter.grad));
+        Assert.All(single.TrainOnly("t"), p => Assert.Null(p.Parameter.grad));
 
         var (ids, mask, types) = TinyBert.Batch(11, 7, 5, 6, 4);
         using var labels = tensor(new long[] { 0, 1, 1, 0 });
         using (NewDisposeScope())
         {
-            (2 * F.cross_entropy(once.call(ids, mask, types), labels)).backward();
-            onceOptimizer.ClipGradNorm(0.05);
-            onceOptimizer.Step(1e-3);
+            F.cross_entropy(single.call(ids, mask, types), labels).backward();
             // Two backward passes without ZeroGrad between them: the gradients add up, as in PyTorch.
             F.cross_entropy(twice.call(ids, mask, types), labels).backward();
             F.cross_entropy(twice.call(ids, mask, types), labels).backward();
-            twiceOptimizer.ClipGradNorm(0.05);
-            twiceOptimizer.Step(1e-3);
         }
-        var expected = once.TrainOnly("t").ToDictionary(p => p.Name, p => p.Parameter);
+        var once = single.TrainOnly("t").ToDictionary(p => p.Name, p => p.Parameter);
+        int compared = 0;
         foreach (var (name, parameter) in twice.TrainOnly("t"))
-            Assert.True((parameter - expected[name]).abs().max().item<float>() < 1e-6f, name);
+        {
+            using var g = once[name].grad!;
+            using var accumulated = parameter.grad!;
+            var scale = g.abs().max().item<float>();
+            if (scale == 0) continue;
+            Assert.True((accumulated - 2 * g).abs().max().item<float>() <= 1e-5f * scale, $"{name}: not twice the single gradient");
+            compared++;
+        }
+        Assert.True(compared > 10, $"only {compared} parameters had gradients");
 
-        Assert.Contains(twice.TrainOnly("t"), p => p.Parameter.grad is not null);
+        twiceOptimizer.ClipGradNorm(0.05);
+        twiceOptimizer.Step(1e-3);
         twiceOptimizer.ZeroGrad();
         Assert.All(twice.TrainOnly("t"), p => Assert.Null(p.Parameter.grad));
     }

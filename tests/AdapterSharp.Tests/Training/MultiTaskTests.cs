@@ -165,7 +165,6 @@ public class MultiTaskTests
         var result = new Trainer(model, Quick with { Epochs = 10_000, TimeBudget = TimeSpan.FromSeconds(3) }, CPU).TrainTasks([sentiment, length]);
 
         Assert.StartsWith("time budget of", result.StopReason);
-        Assert.True(result.Elapsed < TimeSpan.FromSeconds(30), $"ran {result.Elapsed}");
         Assert.All(result.Tasks, t => Assert.Equal(result.Steps, t.History[^1].Step));
     }
 
