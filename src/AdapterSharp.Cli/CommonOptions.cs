@@ -55,20 +55,16 @@ static class CommonOptions
         DefaultValueFactory = _ => "auto",
     };
 
-    /// <summary>Switches the fused kernels on or off for the process, from a <c>--fused-kernels</c> value.</summary>
-    public static void ApplyFusedKernels(string value, TorchSharp.torch.Device device)
+    /// <summary>The fused-kernel choice for <paramref name="device"/> from a <c>--fused-kernels</c> value.</summary>
+    public static AdapterSharp.Model.FusedKernels ResolveFusedKernels(string value, TorchSharp.torch.Device device) => value switch
     {
-        Native.CudaKernels.Disabled = value switch
-        {
-            "off" => true,
-            "auto" => false,
-            "on" when device.type != TorchSharp.DeviceType.CUDA => throw new UsageException("--fused-kernels on needs --device cuda"),
-            "on" when !Native.CudaKernels.Available => throw new UsageException($"--fused-kernels on: {Native.CudaKernels.Problem}"),
-            "on" => false,
-            _ => throw new UsageException($"--fused-kernels must be auto, on or off, not '{value}'"),
-        };
-        Native.CudaKernels.Required = value == "on";
-    }
+        "off" => AdapterSharp.Model.FusedKernels.Off,
+        "auto" => AdapterSharp.Model.FusedKernels.Auto,
+        "on" when device.type != TorchSharp.DeviceType.CUDA => throw new UsageException("--fused-kernels on needs --device cuda"),
+        "on" when !Native.CudaKernels.Available => throw new UsageException($"--fused-kernels on: {Native.CudaKernels.Problem}"),
+        "on" => AdapterSharp.Model.FusedKernels.On,
+        _ => throw new UsageException($"--fused-kernels must be auto, on or off, not '{value}'"),
+    };
 
     public static Option<string?> Vocab() => new("--vocab")
     {

@@ -1,58 +1,77 @@
 using System.CommandLine;
-using AdapterSharp.Adapters;
+using System.Text.Json.Nodes;
+using AdapterSharp.Adapters.Methods;
 
 namespace AdapterSharp.Cli;
 
-/// <summary>The options that pick and shape a tuning method, shared by <c>train</c> and <c>params</c>.</summary>
+/// <summary>
+/// The options that pick and shape a tuning method, shared by <c>train</c> and <c>params</c>. <c>--method</c> picks a
+/// preset (<see cref="MethodRegistry"/>); every other option sets one field of its configuration by the field's JSON
+/// name, so it works for any method that has the field and says so in one line for one that has not.
+/// </summary>
 sealed class MethodOptions
 {
     public readonly Option<string> Method = new("--method")
     {
-        Description = $"Tuning method: {Methods.Names}; fusion (AdapterFusion over --fuse adapters, train only).",
+        Description = $"Tuning method: {MethodRegistry.Names}; fusion (AdapterFusion over --fuse adapters, train only).",
         DefaultValueFactory = _ => "houlsby",
     };
     public readonly Option<int?> AdapterSize = new("--adapter-size") { Description = "Bottleneck size m (per head for multihead). Default 64." };
     public readonly Option<double?> ReductionFactor = new("--reduction-factor") { Description = "m = hidden / factor (below 1 expands, e.g. 0.5 for reverse)." };
     public readonly Option<string?> NonLinearity = new("--non-linearity") { Description = "relu (default), gelu, swish, tanh, identity." };
     public readonly Option<string?> Init = new("--init") { Description = "houlsby (default: truncated normal σ=1e-2), bert (N(0, 0.02)), zero (identity at step 0)." };
-    public readonly Option<string?> Layers = new("--layers") { Description = "Layers that get adapters, 0-based: 6-11, 0,2,4 (default all)." };
+    public readonly Option<string?> Layers = new("--layers") { Description = "Layers that get the method's modules, 0-based: 6-11, 0,2,4 (default all)." };
     public readonly Option<int?> Heads = new("--heads") { Description = "Down-projection heads for multihead (default 4)." };
     public readonly Option<double?> Scaling = new("--scaling") { Description = "Output scaling (parallel default 4)." };
     public readonly Option<int?> TopK = new("--top-k") { Description = "Layers fine-tuned by the top-k baseline (default 2)." };
+    public readonly Option<int?> TrainTopK = new("--train-top-k") { Description = "Also fine-tune the top K layers of the base (adapters plus top-k: a hybrid)." };
     public readonly Option<bool> FrozenLayerNorms = new("--freeze-layer-norms") { Description = "Keep LayerNorms frozen (the paper trains them per task)." };
+    public readonly Option<bool> TrainedLayerNorms = new("--train-layer-norms") { Description = "Train a LayerNorm copy per task where the method does not by default (lora)." };
+
+    IEnumerable<Option> All => [Method, AdapterSize, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Method, AdapterSize, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, TopK, FrozenLayerNorms })
-            command.Options.Add(option);
+        foreach (var option in All) command.Options.Add(option);
     }
 
-    public AdapterConfig Build(ParseResult parse)
+    public MethodConfig Build(ParseResult parse)
     {
-        var config = Methods.Get(parse.GetValue(Method)!);
-        if (parse.GetValue(AdapterSize) is { } size) config = config with { AdapterSize = size, ReductionFactor = null };
-        else if (parse.GetValue(ReductionFactor) is { } factor) config = config with { AdapterSize = null, ReductionFactor = factor };
-        if (parse.GetValue(NonLinearity) is { } f) config = config with { NonLinearity = f };
+        var config = MethodRegistry.Get(parse.GetValue(Method)!);
+        if (parse.GetValue(AdapterSize) is { } size) config = Set(config, "--adapter-size", "adapter_size", size, ("reduction_factor", null));
+        else if (parse.GetValue(ReductionFactor) is { } factor) config = Set(config, "--reduction-factor", "reduction_factor", factor, ("adapter_size", null));
+        if (parse.GetValue(NonLinearity) is { } f) config = Set(config, "--non-linearity", "non_linearity", f);
         if (parse.GetValue(Init) is { } init)
-            config = config with
-            {
-                Init = init switch
-                {
-                    "houlsby" => AdapterInit.Houlsby,
-                    "bert" => AdapterInit.Bert,
-                    "zero" => AdapterInit.Zero,
-                    _ => throw new UsageException($"--init: unknown init '{init}' (expected houlsby, bert or zero)"),
-                },
-            };
-        if (parse.GetValue(Layers) is { } layers) config = config with { Layers = AdapterConfig.ParseLayers(layers) };
-        if (parse.GetValue(Heads) is { } heads) config = config with { Heads = heads };
-        if (parse.GetValue(Scaling) is { } scaling) config = config with { Scaling = scaling };
+        {
+            if (init is not ("houlsby" or "bert" or "zero")) throw new UsageException($"--init: unknown init '{init}' (expected houlsby, bert or zero)");
+            config = Set(config, "--init", "init", init);
+        }
+        if (parse.GetValue(Layers) is { } layers)
+            config = Set(config, "--layers", "layers", new JsonArray([.. MethodConfig.ParseLayers(layers).Select(l => (JsonNode)l)]));
+        if (parse.GetValue(Heads) is { } heads) config = Set(config, "--heads", "heads", heads);
+        if (parse.GetValue(Scaling) is { } scaling) config = Set(config, "--scaling", "scaling", scaling);
         if (parse.GetValue(TopK) is { } k)
         {
-            if (config.Method != "top-k") throw new UsageException("--top-k applies to --method top-k only");
-            config = config with { TrainTopLayers = k };
+            if (config.Method != "top-k") throw new UsageException("--top-k applies to --method top-k only (for adapters plus top-k layers, --train-top-k)");
+            config = Set(config, "--top-k", "train_top_layers", k);
         }
-        if (parse.GetValue(FrozenLayerNorms)) config = config with { TrainLayerNorms = false };
+        if (parse.GetValue(TrainTopK) is { } trainTop) config = Set(config, "--train-top-k", "train_top_layers", trainTop);
+        if (parse.GetValue(FrozenLayerNorms) && parse.GetValue(TrainedLayerNorms))
+            throw new UsageException("--freeze-layer-norms and --train-layer-norms exclude each other");
+        if (parse.GetValue(FrozenLayerNorms)) config = Set(config, "--freeze-layer-norms", "train_layer_norms", false);
+        if (parse.GetValue(TrainedLayerNorms)) config = Set(config, "--train-layer-norms", "train_layer_norms", true);
+        return config;
+    }
+
+    /// <summary>
+    /// <paramref name="config"/> with its field <paramref name="key"/> set (and each of <paramref name="also"/> where the
+    /// method has it): a one-line error naming <paramref name="option"/> when the method has no field <paramref name="key"/>.
+    /// </summary>
+    static MethodConfig Set(MethodConfig config, string option, string key, JsonNode? value, params (string Key, JsonNode? Value)[] also)
+    {
+        config = config.With(key, value, option);
+        foreach (var (otherKey, otherValue) in also)
+            if (config.ToJson().ContainsKey(otherKey)) config = config.With(otherKey, otherValue, option);
         return config;
     }
 }

@@ -74,8 +74,9 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
         var outputs = new float[inputs.Count][];
-        // A stack or a fusion combines several adapters in every row, which per-row routing does not do: its rows run apart.
-        var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].Composed).ToList();
+        // A stack or a fusion combines several adapters in every row, which per-row routing does not do, and some methods
+        // have no per-row form (a dynamic adapter sizes itself per input): their rows run apart, a pass per adapter.
+        var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].RunsApart).ToList();
         if (fused.Count > 0) PerAdapterBatchRunner.RunGroups(host, maxBatch, inputs, fused, outputs);
         var routed = Enumerable.Range(0, inputs.Count).Except(fused).ToArray();
         if (routed.Length == 0) return outputs;

@@ -29,6 +29,10 @@ public sealed record AdapterInfo
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string[]? StackedOn { get; init; }
     /// <summary>Whether it combines several adapters in every row (a stack or a fusion).</summary>
     [JsonIgnore] public bool Composed => Fuses is not null || StackedOn is not null;
+    /// <summary>Whether its method can share a mixed batch with other adapters' rows (one pass, each row its own adapter).</summary>
+    [JsonIgnore] public bool RowRoutable { get; init; } = true;
+    /// <summary>Whether its rows need a pass of their own: it is composed, or its method has no per-row form.</summary>
+    [JsonIgnore] public bool RunsApart => Composed || !RowRoutable;
     [JsonIgnore] public HeadConfig Head { get; init; } = new();
 }
 
@@ -91,10 +95,11 @@ public sealed class ModelHost : IDisposable
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");
         var lower = manifest.StackedOn ?? [];
         Loading(dir, name, lower, findReferenced, () => AdapterFiles.Load(dir, Model, Identity, name));
-        long trainable = Model.named_parameters().Where(p => Model.IsTrainedBy(name, p.name)).Sum(p => p.parameter.numel());
+        long trainable = Model.Record(name).Tensors.Sum(t => t.Parameter.numel());
         return Serve(Describe(name, manifest.Config.Method, manifest.Task, manifest.Head, manifest.MaxLength, trainable) with
         {
             StackedOn = lower.Length > 0 ? [.. lower.Select(a => a.Name)] : null,
+            RowRoutable = manifest.Config.RowRoutable,
         });
     }
 

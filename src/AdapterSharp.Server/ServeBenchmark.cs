@@ -5,6 +5,7 @@ using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Data;
 using AdapterSharp.Heads;
@@ -256,10 +257,10 @@ public static class ServeBenchmark
             var name = $"adapter-{k}";
             var head = Heads[k % Heads.Length];
             manual_seed(seed + k);
-            model.AddAdapter(name, Methods.Houlsby, head);
+            model.AddAdapter(name, BottleneckConfig.Houlsby, head);
             var manifest = new AdapterManifest
             {
-                Name = name, Config = Methods.Houlsby, Head = head, BaseModel = identity, Task = "bench",
+                Name = name, Config = BottleneckConfig.Houlsby, Head = head, BaseModel = identity, Task = "bench",
                 MaxLength = Math.Min(128, encoder.Config.MaxPositionEmbeddings),
             };
             var dir = Path.Combine(root, name);

@@ -198,10 +198,10 @@ static class BenchCommand
             if (parse.GetValue(rows) < 1 || parse.GetValue(hidden) < 1 || parse.GetValue(steps) < 1)
                 throw new UsageException("--rows, --hidden and --steps must be positive");
             var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
-            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, target);
-            if (target.type == TorchSharp.DeviceType.CUDA && !Native.CudaKernels.Enabled)
+            var kernels = CommonOptions.ResolveFusedKernels(parse.GetValue(fused)!, target);
+            if (target.type == TorchSharp.DeviceType.CUDA && (kernels == Model.FusedKernels.Off || !Native.CudaKernels.Available))
                 Console.Error.WriteLine($"fused kernels off: {Native.CudaKernels.Problem ?? "--fused-kernels off"}");
-            foreach (var record in KernelBenchmark.AddNormRecords(target, parse.GetValue(rows), parse.GetValue(hidden), parse.GetValue(steps), parse.GetValue(seed)))
+            foreach (var record in KernelBenchmark.AddNormRecords(target, parse.GetValue(rows), parse.GetValue(hidden), parse.GetValue(steps), parse.GetValue(seed), kernels))
                 Console.WriteLine(JsonSerializer.Serialize(record));
             return 0;
         }));
@@ -324,11 +324,11 @@ static class BenchCommand
             if (parse.GetValue(dtype) is not ("bf16" or "fp32")) throw new UsageException("--dtype must be bf16 or fp32");
             var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, target);
-            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, target);
+            var kernels = CommonOptions.ResolveFusedKernels(parse.GetValue(fused)!, target);
             var workloads = parse.GetValue(suite)
-                ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)!, Graphs = useGraphs })
+                ? Suite.Select(w => w with { Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Dtype = parse.GetValue(dtype)!, Graphs = useGraphs, Kernels = kernels })
                 : [new Workload(parse.GetValue(shape)!, parse.GetValue(mode)!, parse.GetValue(batch), parse.GetValue(seq),
-                    parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(size), parse.GetValue(dtype)!, useGraphs)];
+                    parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(size), parse.GetValue(dtype)!, useGraphs, kernels)];
             foreach (var workload in workloads)
             {
                 var record = run(workload, target);

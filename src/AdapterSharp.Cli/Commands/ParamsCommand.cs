@@ -1,5 +1,6 @@
 using System.CommandLine;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Heads;
 using AdapterSharp.Training;
@@ -23,7 +24,7 @@ static class ParamsCommand
             if (outputs < 1) throw new UsageException($"--num-labels must be at least 1, got {outputs}");
             var head = outputs == 1 ? HeadConfig.Regression() : HeadConfig.Classification(Enumerable.Range(0, outputs).Select(i => i.ToString()));
             bool fusion = string.Equals(parse.GetValue(method.Method), "fusion", StringComparison.OrdinalIgnoreCase);
-            var config = fusion ? Methods.Houlsby : method.Build(parse);
+            var config = fusion ? BottleneckConfig.Houlsby : method.Build(parse);
             var encoder = Pretrained.Load(parse.GetValue(model)!, parse.GetValue(vocab), Run.StderrLog);
             using var adapterModel = TrainingJob.CreateModel(encoder, fusion ? "a" : "task", config, head, seed: 0);
             if (fusion)

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using AdapterSharp.Adapters.Methods;
 using System.Globalization;
 using AdapterSharp.Adapters;
 using AdapterSharp.Data;
@@ -70,13 +71,13 @@ static class TrainCommand
             bool fusion = string.Equals(parse.GetValue(method.Method), "fusion", StringComparison.OrdinalIgnoreCase);
             if (fusion && fuseDirs is null) throw new UsageException("--method fusion needs --fuse DIR1,DIR2,… (the adapter folders to fuse)");
             if (!fusion && fuseDirs is not null) throw new UsageException("--fuse goes with --method fusion");
-            var config = fusion ? Methods.Head with { Method = "fusion" } : method.Build(parse);
+            var config = fusion ? BaselineConfig.Head with { Method = "fusion" } : method.Build(parse);
             var taskList = parse.GetValue(tasks) is { } list ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression]) : null;
             if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
             if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
             var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
             bool useGraphs = CommonOptions.ResolveCudaGraphs(parse.GetValue(graphs)!, torchDevice);
-            CommonOptions.ApplyFusedKernels(parse.GetValue(fused)!, torchDevice);
+            var kernels = CommonOptions.ResolveFusedKernels(parse.GetValue(fused)!, torchDevice);
             if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
                 throw new UsageException("--cuda-graphs on: steps with --grad-accum above 1 run eagerly; use --cuda-graphs auto or off");
             var taskName = parse.GetValue(task) ?? (parse.GetValue(trainFile) is null ? "sst2" : null);
@@ -86,6 +87,7 @@ static class TrainCommand
                 Vocab = parse.GetValue(vocab),
                 Device = parse.GetValue(device)!,
                 Precision = parse.GetValue(precision)!,
+                Kernels = kernels,
                 Data = new DataRequest
                 {
                     Task = taskName,

@@ -44,14 +44,11 @@ public sealed class AdapterFusion : nn.Module
     readonly Linear key;
     readonly Linear value;
     [ComponentName(Name = "LayerNorm")] readonly LayerNorm layer_norm;
-    readonly ForwardContext context;
 
     /// <param name="hidden">The encoder's hidden size d.</param>
     /// <param name="baseLayerNorm">The site's LayerNorm, copied as the fusion's own.</param>
-    /// <param name="context">The encoder's forward context (matmul precision).</param>
-    public AdapterFusion(int hidden, LayerNorm baseLayerNorm, ForwardContext context) : base(nameof(AdapterFusion))
+    public AdapterFusion(int hidden, LayerNorm baseLayerNorm) : base(nameof(AdapterFusion))
     {
-        this.context = context;
         query = nn.Linear(hidden, hidden);
         key = nn.Linear(hidden, hidden);
         value = nn.Linear(hidden, hidden, hasBias: false);
@@ -75,14 +72,14 @@ public sealed class AdapterFusion : nn.Module
     /// <param name="sublayer">(B, T, d) the sublayer output h: the query.</param>
     /// <param name="outputs">N tensors (B, T, d): each fused adapter's output oᵢ = h + Aᵢ(h).</param>
     /// <returns>(B, T, d) <c>W_V Σᵢ pᵢ oᵢ</c>, before the residual and LayerNorm.</returns>
-    public Tensor Mix(Tensor sublayer, IReadOnlyList<Tensor> outputs)
+    public Tensor Mix(Tensor sublayer, IReadOnlyList<Tensor> outputs, ForwardPass pass)
     {
         var stacked = stack(outputs, dim: 2); // (B, T, N, d)
-        var q = context.Project(query, sublayer).unsqueeze(-1); // (B, T, d, 1)
-        var k = context.Project(key, stacked); // (B, T, N, d)
+        var q = pass.Project(query, sublayer).unsqueeze(-1); // (B, T, d, 1)
+        var k = pass.Project(key, stacked); // (B, T, N, d)
         var scores = matmul(k, q).squeeze(-1).to_type(ScalarType.Float32); // (B, T, N)
         var weights = F.softmax(scores, -1).unsqueeze(-1); // (B, T, N, 1)
         var mixed = (weights * stacked).sum(2); // (B, T, d)
-        return context.Project(value, mixed);
+        return pass.Project(value, mixed);
     }
 }

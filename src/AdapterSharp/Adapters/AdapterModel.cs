@@ -1,30 +1,39 @@
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace AdapterSharp.Adapters;
 
 /// <summary>
-/// A frozen BERT encoder with named adapters, each with its own task head. State-dict keys are HF's with
-/// the <c>bert.</c> prefix of task models, adapters under their site (<c>bert.encoder.layer.0.output.adapters.sst2.down.weight</c>)
-/// and heads under <c>heads.&lt;name&gt;</c>. <c>forward</c> runs the active adapter and its head.
+/// A frozen BERT encoder with named adapters, each with its own task head: the model the trainer, the CLI and the
+/// server use. State-dict keys are HF's with the <c>bert.</c> prefix of task models, adapters under the site they
+/// modify (<c>bert.encoder.layer.0.output.adapters.sst2.down.weight</c>), weights shared by every site under
+/// <c>shared.&lt;name&gt;</c>, heads under <c>heads.&lt;name&gt;</c>. Its parts: the loaded adapters and what each owns
+/// (<see cref="AdapterSet"/>), per-row routing for mixed batches (<see cref="RowRouting"/>), and state I/O
+/// (<see cref="AdapterState"/>); what a forward pass runs travels in a <see cref="ForwardPass"/>.
 /// </summary>
 public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
     readonly BertModel bert;
     readonly NamedModules<PredictionHead> heads;
-    readonly Dictionary<string, AdapterConfig> configs = new(StringComparer.Ordinal);
-    readonly Dictionary<string, FusionConfig> fusions = new(StringComparer.Ordinal);
-    RowStacks? rowStacks; // what the sites' mixed-batch stacks were built for; null: not built
+    readonly NamedModules<nn.Module> shared;
+    readonly AdapterSet set;
+    readonly RowRouting routing;
+    string? active;
+    AdapterComposition? composition;
+    string? merged;
 
     public AdapterModel(BertModel bert) : base(nameof(AdapterModel))
     {
         this.bert = bert;
         heads = new NamedModules<PredictionHead>();
+        shared = new NamedModules<nn.Module>();
         RegisterComponents();
+        set = new AdapterSet(bert, heads, shared);
+        routing = new RowRouting(bert, set);
     }
 
     /// <summary>
@@ -42,20 +51,26 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     public BertModel Bert => bert;
     public BertConfig Config => bert.Config;
-    public IReadOnlyDictionary<string, AdapterConfig> Adapters => configs;
-    public IReadOnlyDictionary<string, FusionConfig> Fusions => fusions;
-    public PredictionHead Head(string name) => heads[name];
+    public IReadOnlyDictionary<string, MethodConfig> Adapters => set.Adapters;
+    public IReadOnlyDictionary<string, FusionConfig> Fusions => set.Fusions;
+    public PredictionHead Head(string name) => set.Head(name);
+
+    /// <summary>What adapter or fusion <paramref name="name"/> put into the model and owns.</summary>
+    public AdapterRecord Record(string name) => set.Record(name);
+
+    /// <summary>The adapter folded into the base weights (<see cref="Merge"/>), or null.</summary>
+    public string? Merged => merged;
 
     /// <summary>The active adapter (and head), or null for none. Setting it ends any <see cref="Composition"/>.</summary>
     public string? Active
     {
-        get => bert.Context.ActiveAdapter;
+        get => active;
         set
         {
-            if (value is not null && !configs.ContainsKey(value))
-                throw new ArgumentException($"no adapter named '{value}' (loaded: {string.Join(", ", configs.Keys)})");
-            bert.Context.Composition = null;
-            bert.Context.ActiveAdapter = value;
+            if (value is not null && !set.Adapters.ContainsKey(value))
+                throw new ArgumentException($"no adapter named '{value}' (loaded: {string.Join(", ", set.Adapters.Keys)})");
+            composition = null;
+            active = value;
         }
     }
 
@@ -65,142 +80,37 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// </summary>
     public AdapterComposition? Composition
     {
-        get => bert.Context.Composition;
+        get => composition;
         set
         {
             if (value is not null) CheckComposition(value);
-            bert.Context.ActiveAdapter = null;
-            bert.Context.Composition = value;
+            active = null;
+            composition = value;
         }
     }
 
-    void CheckComposition(AdapterComposition composition)
+    void CheckComposition(AdapterComposition candidate)
     {
-        foreach (var name in composition.Adapters)
-            if (!configs.ContainsKey(name))
-                throw new ArgumentException($"{composition}: no adapter named '{name}' (loaded: {string.Join(", ", configs.Keys)})");
-        if (composition.Adapters.FirstOrDefault(n => configs[n].ModifiesBase) is { } owner)
-            throw new ArgumentException($"{composition}: adapter '{owner}' ({configs[owner].Method}) changes base weights and cannot be combined");
-        if (composition is Fuse fuse)
+        foreach (var name in candidate.Adapters)
+            if (!set.Adapters.ContainsKey(name))
+                throw new ArgumentException($"{candidate}: no adapter named '{name}' (loaded: {string.Join(", ", set.Adapters.Keys)})");
+        if (candidate.Adapters.FirstOrDefault(n => set.Adapters[n].ModifiesBase) is { } owner)
+            throw new ArgumentException($"{candidate}: adapter '{owner}' ({set.Adapters[owner].Method}) changes base weights and cannot be combined");
+        if (candidate is Fuse fuse)
         {
-            if (!fusions.TryGetValue(fuse.Fusion, out var config))
-                throw new ArgumentException($"{composition}: no fusion named '{fuse.Fusion}' (loaded: {string.Join(", ", fusions.Keys)})");
+            if (!set.Fusions.TryGetValue(fuse.Fusion, out var config))
+                throw new ArgumentException($"{candidate}: no fusion named '{fuse.Fusion}' (loaded: {string.Join(", ", set.Fusions.Keys)})");
             if (!config.Adapters.Order(StringComparer.Ordinal).SequenceEqual(fuse.Adapters.Order(StringComparer.Ordinal)))
-                throw new ArgumentException($"{composition}: fusion '{fuse.Fusion}' was made for ({string.Join(", ", config.Adapters)})");
+                throw new ArgumentException($"{candidate}: fusion '{fuse.Fusion}' was made for ({string.Join(", ", config.Adapters)})");
         }
     }
 
     /// <summary>Activates fusion <paramref name="name"/> over the adapters it was made for.</summary>
     public void ActivateFusion(string name)
     {
-        if (!fusions.TryGetValue(name, out var config))
-            throw new ArgumentException($"no fusion named '{name}' (loaded: {string.Join(", ", fusions.Keys)})");
+        if (!set.Fusions.TryGetValue(name, out var config))
+            throw new ArgumentException($"no fusion named '{name}' (loaded: {string.Join(", ", set.Fusions.Keys)})");
         Composition = new Fuse(name, config.Adapters);
-    }
-
-    /// <summary>
-    /// Adds adapter <paramref name="name"/>: its bottlenecks and per-task LayerNorms at the sites its config
-    /// names, and its head. Returns nothing trained yet; see <see cref="TrainOnly"/>.
-    /// </summary>
-    public void AddAdapter(string name, AdapterConfig config, HeadConfig head)
-    {
-        ValidateName(name);
-        if (configs.ContainsKey(name) || fusions.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
-        config.Validate(Config.NumHiddenLayers);
-        // Full and top-k write into the shared base itself, which every other adapter (and the bare model) reads.
-        if (config.ModifiesBase && configs.Count > 0)
-            throw new ArgumentException(
-                $"adapter '{name}' ({config.Method}) changes base weights and cannot share the base with the loaded adapters ({string.Join(", ", configs.Keys)})");
-        if (configs.FirstOrDefault(c => c.Value.ModifiesBase) is { Key: { } owner } held)
-            throw new ArgumentException($"adapter '{owner}' ({held.Value.Method}) has changed the base weights; no other adapter can share it");
-        int hidden = Config.HiddenSize;
-        if (config.TrainLayerNorms && config.Layers is null)
-            bert.Embeddings.Adapters.Add(name, new Adapter(hidden, config, bottleneck: false, bert.Embeddings.LayerNorm, bert.Context));
-        var layers = bert.Encoder.Layers;
-        for (int i = 0; i < layers.Count; i++)
-        {
-            if (!config.AppliesToLayer(i)) continue;
-            AddAt(layers[i].Attention.Output.Adapters, layers[i].Attention.Output.LayerNorm, config.AttentionAdapter);
-            AddAt(layers[i].Output.Adapters, layers[i].Output.LayerNorm, config.FfnAdapter);
-        }
-        heads.Add(name, new PredictionHead(hidden, Config.HiddenDropoutProb, head));
-        // A model already moved to a device gets the new modules there too.
-        var device = bert.Embeddings.LayerNorm.weight!.device;
-        if (device.type != DeviceType.CPU)
-            foreach (var module in Sites().Where(s => s.Site.Contains(name)).Select(s => (nn.Module)s.Site[name]).Append(heads[name]))
-                module.to(device);
-        configs[name] = config;
-        InvalidateRowStacks();
-
-        void AddAt(AdapterSite site, LayerNorm layerNorm, bool bottleneck)
-        {
-            if (bottleneck || config.TrainLayerNorms)
-                site.Add(name, new Adapter(hidden, config, bottleneck, config.TrainLayerNorms ? layerNorm : null, bert.Context));
-        }
-    }
-
-    /// <summary>
-    /// Adds AdapterFusion <paramref name="name"/> over the loaded adapters <paramref name="config"/> names: a
-    /// fusion layer (<see cref="AdapterFusion"/>) at every site where all of them have a bottleneck, under
-    /// <c>….fusion.&lt;name&gt;.</c>, and a new head. Train it with <see cref="TrainOnly"/>, which freezes the adapters.
-    /// </summary>
-    public void AddFusion(string name, FusionConfig config, HeadConfig head)
-    {
-        ValidateName(name);
-        if (configs.ContainsKey(name) || fusions.ContainsKey(name)) throw new ArgumentException($"an adapter named '{name}' is already loaded");
-        config.Validate();
-        foreach (var adapter in config.Adapters)
-        {
-            if (!configs.TryGetValue(adapter, out var adapterConfig))
-                throw new ArgumentException($"fusion '{name}' fuses adapter '{adapter}', which is not loaded (loaded: {string.Join(", ", configs.Keys)})");
-            if (adapterConfig.ModifiesBase)
-                throw new ArgumentException($"fusion '{name}': adapter '{adapter}' ({adapterConfig.Method}) changes base weights and cannot be fused");
-        }
-        var sites = Sites().Where(s => s.Fusions is not null && config.Adapters.All(a => s.Site.TryGet(a, out var x) && x.HasBottleneck)).ToList();
-        if (sites.Count == 0)
-            throw new ArgumentException($"fusion '{name}': the adapters ({string.Join(", ", config.Adapters)}) share no site where all have a bottleneck");
-        var device = bert.Embeddings.LayerNorm.weight!.device;
-        foreach (var (_, layerNorm, site) in sites)
-        {
-            var fusion = new AdapterFusion(Config.HiddenSize, layerNorm, bert.Context);
-            if (device.type != DeviceType.CPU) fusion.to(device);
-            site!.Add(name, fusion);
-        }
-        heads.Add(name, new PredictionHead(Config.HiddenSize, Config.HiddenDropoutProb, head));
-        if (device.type != DeviceType.CPU) heads[name].to(device);
-        fusions[name] = config;
-    }
-
-    /// <summary>Removes an adapter or a fusion, and its head; the base and the others are untouched.</summary>
-    public void RemoveAdapter(string name)
-    {
-        if (fusions.Remove(name))
-        {
-            foreach (var (_, _, site) in Sites()) site?.Remove(name);
-            heads.Remove(name);
-            if ((Composition as Fuse)?.Fusion == name) bert.Context.Composition = null;
-            return;
-        }
-        if (!configs.ContainsKey(name)) throw new ArgumentException($"no adapter named '{name}'");
-        if (fusions.FirstOrDefault(f => f.Value.Adapters.Contains(name)) is { Key: { } fusion })
-            throw new ArgumentException($"adapter '{name}' is fused by '{fusion}': remove the fusion first");
-        configs.Remove(name);
-        foreach (var (site, _, _) in Sites()) site.Remove(name);
-        heads.Remove(name);
-        if (Active == name) Active = null;
-        if (Composition?.Adapters.Contains(name) == true) bert.Context.Composition = null;
-        InvalidateRowStacks();
-    }
-
-    /// <summary>Every adapter site with the base LayerNorm it replaces and its fusion layers (none at the embeddings).</summary>
-    IEnumerable<(AdapterSite Site, LayerNorm LayerNorm, NamedModules<AdapterFusion>? Fusions)> Sites()
-    {
-        yield return (bert.Embeddings.Adapters, bert.Embeddings.LayerNorm, null);
-        foreach (var layer in bert.Encoder.Layers)
-        {
-            yield return (layer.Attention.Output.Adapters, layer.Attention.Output.LayerNorm, layer.Attention.Output.Fusion);
-            yield return (layer.Output.Adapters, layer.Output.LayerNorm, layer.Output.Fusion);
-        }
     }
 
     /// <summary>
@@ -209,55 +119,85 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// </summary>
     public void Activate(string name)
     {
-        if (fusions.ContainsKey(name)) ActivateFusion(name);
+        if (set.Fusions.ContainsKey(name)) ActivateFusion(name);
         else if (Composition is not Stack { Head: var last } || last != name) Active = name;
     }
 
     /// <summary>
-    /// Freezes every parameter, then unfreezes what method <paramref name="name"/> trains: its adapters,
-    /// LayerNorm copies and head, plus base layers for the full and top-k baselines; for a fusion, its fusion
-    /// layers and head (the fused adapters stay frozen). Activates it; an active <see cref="Stack"/> that ends in
-    /// <paramref name="name"/> stays active (training an adapter on top of frozen ones).
+    /// Adds adapter <paramref name="name"/> as its method's injector places it (see <see cref="MethodRegistry"/>),
+    /// with its head. Nothing trains yet; see <see cref="TrainOnly"/>.
     /// </summary>
-    public List<(string Name, Parameter Parameter)> TrainOnly(string name)
+    public void AddAdapter(string name, MethodConfig config, HeadConfig head)
     {
-        Activate(name);
-        InvalidateRowStacks(); // training changes the weights the stacks copied
-        var trained = new List<(string, Parameter)>();
-        foreach (var (path, parameter) in named_parameters())
-        {
-            bool train = IsTrainedBy(name, path);
-            parameter.requires_grad = train;
-            if (train) trained.Add((path, parameter));
-        }
-        return trained;
+        set.Add(name, config, head);
+        routing.Invalidate();
     }
 
     /// <summary>
-    /// Multi-task training: freezes every parameter, then unfreezes what each of <paramref name="names"/> trains,
+    /// Adds AdapterFusion <paramref name="name"/> over the loaded adapters <paramref name="config"/> names (see
+    /// <see cref="AdapterSet.AddFusion"/>). Train it with <see cref="TrainOnly"/>, which freezes the adapters.
+    /// </summary>
+    public void AddFusion(string name, FusionConfig config, HeadConfig head) => set.AddFusion(name, config, head);
+
+    /// <summary>Removes an adapter or a fusion, and its head; the base and the others are untouched.</summary>
+    public void RemoveAdapter(string name)
+    {
+        if (merged == name) Unmerge(name);
+        set.Remove(name);
+        if (active == name) active = null;
+        if (composition is { } c && (c.Adapters.Contains(name) || (c as Fuse)?.Fusion == name)) composition = null;
+        routing.Invalidate();
+    }
+
+    /// <summary>
+    /// Freezes every parameter, then unfreezes what <paramref name="name"/> owns (its record): its modules and head,
+    /// base layers for methods that fine-tune them; for a fusion, its fusion layers and head (the fused adapters stay
+    /// frozen). Activates it; an active <see cref="Stack"/> that ends in <paramref name="name"/> stays active (training
+    /// an adapter on top of frozen ones).
+    /// </summary>
+    public IReadOnlyList<TrainedParameter> TrainOnly(string name)
+    {
+        var record = set.Record(name);
+        RequireUnmerged("train");
+        Activate(name);
+        routing.Invalidate(); // training changes the weights the stacks copied
+        FreezeAll();
+        return Unfreeze(record);
+    }
+
+    /// <summary>
+    /// Multi-task training: freezes every parameter, then unfreezes what each of <paramref name="names"/> owns,
     /// returned per adapter. Sets no active adapter, except that one name is <see cref="TrainOnly"/>.
     /// </summary>
     /// <exception cref="ArgumentException">A name is unknown or repeated, or (with several) one changes base weights.</exception>
-    public Dictionary<string, List<(string Name, Parameter Parameter)>> TrainEach(IReadOnlyList<string> names)
+    public Dictionary<string, IReadOnlyList<TrainedParameter>> TrainEach(IReadOnlyList<string> names)
     {
         if (names.Count == 1) return new() { [names[0]] = TrainOnly(names[0]) };
-        var result = new Dictionary<string, List<(string Name, Parameter Parameter)>>(StringComparer.Ordinal);
         foreach (var name in names)
         {
-            if (!configs.TryGetValue(name, out var config))
-                throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", configs.Keys)})");
+            if (!set.Adapters.TryGetValue(name, out var config))
+                throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", set.Adapters.Keys)})");
             if (config.ModifiesBase)
                 throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, which the other adapters share; it must train alone");
-            if (!result.TryAdd(name, [])) throw new ArgumentException($"adapter '{name}' is listed twice");
         }
-        InvalidateRowStacks();
-        foreach (var (path, parameter) in named_parameters())
+        if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"adapter '{twice.Key}' is listed twice");
+        RequireUnmerged("train");
+        routing.Invalidate();
+        FreezeAll();
+        return names.ToDictionary(n => n, n => Unfreeze(set.Record(n)), StringComparer.Ordinal);
+    }
+
+    static IReadOnlyList<TrainedParameter> Unfreeze(AdapterRecord record)
+    {
+        var trained = new List<TrainedParameter>();
+        foreach (var tensor in record.Tensors)
         {
-            var owner = names.FirstOrDefault(n => IsTrainedBy(n, path));
-            parameter.requires_grad = owner is not null;
-            if (owner is not null) result[owner].Add((path, parameter));
+            var parameter = tensor.Parameter;
+            parameter.requires_grad = true;
+            trained.Add(new TrainedParameter(tensor.Key, parameter, tensor.Decay));
         }
-        return result;
+        return trained;
     }
 
     /// <summary>
@@ -268,8 +208,19 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     {
         FreezeAll();
         this.to(device); // a no-op for tensors already there: only new adapters move
-        bert.UseMatmulType(matmulType);
+        UseMatmulType(matmulType);
         eval();
+    }
+
+    /// <summary>
+    /// Products in <paramref name="type"/>: the base's frozen projections are stored in it once (see
+    /// <see cref="BertModel.UseMatmulType"/>); those an adapter owns — its own modules, base layers it fine-tunes —
+    /// keep their float32 masters.
+    /// </summary>
+    public void UseMatmulType(ScalarType type)
+    {
+        bert.UseMatmulType(type, keepFloat32: set.Owns);
+        routing.Invalidate();
     }
 
     /// <summary>Freezes every parameter (serving).</summary>
@@ -278,23 +229,12 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         foreach (var parameter in parameters()) parameter.requires_grad = false;
     }
 
-    /// <summary>Whether the tensor at <paramref name="path"/> belongs to (is trained by) adapter <paramref name="name"/>.</summary>
-    public bool IsTrainedBy(string name, string path)
+    /// <summary>A pass that runs the active adapter (or composition); dispose it when the pass is over.</summary>
+    public ForwardPass NewPass()
     {
-        if (path.StartsWith($"heads.{name}.", StringComparison.Ordinal)) return true;
-        if (path.Contains($".adapters.{name}.", StringComparison.Ordinal) || path.Contains($".fusion.{name}.", StringComparison.Ordinal)) return true;
-        if (path.StartsWith("heads.", StringComparison.Ordinal) || path.Contains(".adapters.", StringComparison.Ordinal)
-            || path.Contains(".fusion.", StringComparison.Ordinal)) return false;
-        if (path.StartsWith("bert.pooler.", StringComparison.Ordinal)) return false; // unused by the head
-        if (!configs.TryGetValue(name, out var config)) return false; // a fusion trains no base weights
-        if (config.TrainAllBase) return true;
-        if (config.TrainTopLayers > 0)
-        {
-            int first = Config.NumHiddenLayers - config.TrainTopLayers;
-            return Enumerable.Range(first, config.TrainTopLayers)
-                .Any(i => path.StartsWith($"bert.encoder.layer.{i}.", StringComparison.Ordinal));
-        }
-        return false;
+        if (merged is not null && (active != merged || composition is not null))
+            throw new InvalidOperationException($"adapter '{merged}' is merged into the base weights: only it can run until Unmerge(\"{merged}\")");
+        return new ForwardPass(bert.MatmulType, bert.Kernels) { Adapter = active, Composition = composition };
     }
 
     /// <summary>(B, labels) logits or (B, 1) scores from the active adapter's (or composition's) head.</summary>
@@ -304,10 +244,24 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// <summary><see cref="forward"/>, with a null mask meaning "no padding in this batch".</summary>
     public Tensor Logits(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds)
     {
-        var name = Composition?.Head ?? Active ?? throw new InvalidOperationException("no active adapter: set Active or Composition first");
+        using var pass = NewPass();
+        return Logits(inputIds, attentionMask, tokenTypeIds, pass);
+    }
+
+    /// <summary><see cref="Logits(Tensor, Tensor?, Tensor)"/> in <paramref name="pass"/> (which then holds any auxiliary losses).</summary>
+    public Tensor Logits(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, ForwardPass pass)
+    {
+        var name = pass.Composition?.Head ?? pass.Adapter ?? throw new InvalidOperationException("no active adapter: set Active or Composition first");
         using var scope = NewDisposeScope();
-        var hidden = bert.Encode(inputIds, attentionMask, tokenTypeIds);
+        var hidden = bert.Encode(inputIds, attentionMask, tokenTypeIds, pass);
         return heads[name].call(hidden).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The last hidden state (B, T, d) through the active adapter (or composition, or the bare base).</summary>
+    public Tensor Encode(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds)
+    {
+        using var pass = NewPass();
+        return bert.Encode(inputIds, attentionMask, tokenTypeIds, pass);
     }
 
     /// <summary>
@@ -316,24 +270,11 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// the adapters are used through copies stacked per site (see <see cref="InvalidateRowStacks"/>).
     /// </summary>
     /// <param name="adapterPerRow">One name or null per row of <paramref name="inputIds"/>.</param>
-    /// <exception cref="ArgumentException">A name is not loaded, or names an adapter that changes base weights.</exception>
+    /// <exception cref="ArgumentException">A name is not loaded, or names an adapter that cannot join a mixed batch.</exception>
     public Tensor EncodePerRow(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, string?[] adapterPerRow)
     {
         using var scope = NewDisposeScope();
         return EncodeRows(inputIds, attentionMask, tokenTypeIds, SelectRows(adapterPerRow, inputIds)).MoveToOuterDisposeScope();
-    }
-
-    Tensor EncodeRows(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, RowSelection rows)
-    {
-        bert.Context.RowAdapters = rows;
-        try
-        {
-            return bert.Encode(inputIds, attentionMask, tokenTypeIds);
-        }
-        finally
-        {
-            bert.Context.RowAdapters = null;
-        }
     }
 
     /// <summary>
@@ -348,14 +289,20 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         using var scope = NewDisposeScope();
         var rows = SelectRows(adapterPerRow, inputIds);
         var hidden = EncodeRows(inputIds, attentionMask, tokenTypeIds, rows);
-        var outputs = adapterPerRow.Select(n => n is null ? 0 : heads[n].Config.Outputs).ToArray();
-        var stacks = rowStacks!; // built by SelectRows
-        var index = rows.Index; // (B), the slots the sites used
-        var cls = hidden.narrow(1, 0, 1).to_type(ScalarType.Float32); // (B, 1, d): heads read only [CLS]
-        var logits = cls.baddbmm(stacks.HeadWeight.index_select(0, index), stacks.HeadBias.index_select(0, index)) // (B, 1, max outputs)
-            .squeeze(1)
-            .masked_fill(stacks.HeadUnused.index_select(0, index), float.NegativeInfinity);
-        return new RowLogits(logits.MoveToOuterDisposeScope(), outputs);
+        var result = routing.Logits(hidden, rows, adapterPerRow);
+        return result with { Logits = result.Logits.MoveToOuterDisposeScope() };
+    }
+
+    RowSelection SelectRows(string?[] adapterPerRow, Tensor inputIds)
+    {
+        RequireUnmerged("run a mixed batch");
+        return routing.Select(adapterPerRow, inputIds);
+    }
+
+    Tensor EncodeRows(Tensor inputIds, Tensor? attentionMask, Tensor tokenTypeIds, RowSelection rows)
+    {
+        using var pass = new ForwardPass(bert.MatmulType, bert.Kernels) { Rows = rows };
+        return bert.Encode(inputIds, attentionMask, tokenTypeIds, pass);
     }
 
     /// <summary>
@@ -363,110 +310,91 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// Adding, removing, loading and training adapters do this; call it after changing adapter weights any
     /// other way. (Moving the model or changing its matmul type is noticed without it.)
     /// </summary>
-    public void InvalidateRowStacks()
-    {
-        if (rowStacks is null) return;
-        foreach (var (site, _, _) in Sites()) site.ClearRowStack();
-        rowStacks.Dispose();
-        rowStacks = null;
-    }
-
-    RowSelection SelectRows(string?[] adapterPerRow, Tensor inputIds)
-    {
-        if (adapterPerRow.Length != inputIds.shape[0])
-            throw new ArgumentException($"{adapterPerRow.Length} adapter names for a batch of {inputIds.shape[0]} rows", nameof(adapterPerRow));
-        var device = bert.Embeddings.LayerNorm.weight!.device;
-        var type = bert.Context.MatmulType;
-        if (rowStacks is not { } stacks || stacks.Device != device.ToString() || stacks.MatmulType != type)
-        {
-            InvalidateRowStacks();
-            // Every adapter that leaves the base alone gets a slot, so one set of stacks serves every batch.
-            var names = configs.Where(c => !c.Value.ModifiesBase).Select(c => c.Key).ToArray();
-            foreach (var (site, layerNorm, _) in Sites()) site.BuildRowStack(names, layerNorm);
-            var (weight, bias, unused) = StackHeads(names, device);
-            rowStacks = stacks = new RowStacks(names, device.ToString(), type, weight, bias, unused);
-        }
-        var index = adapterPerRow.Select(name => name is null ? 0L : stacks.Slot(name, this)).ToArray();
-        return new RowSelection(tensor(index, device: device), stacks.Names);
-    }
+    public void InvalidateRowStacks() => routing.Invalidate();
 
     /// <summary>
-    /// The heads of <paramref name="names"/> in slots 1..N (slot 0: no adapter, no head), padded to the largest:
-    /// weights (N+1, d, max outputs) transposed for <c>baddbmm</c>, biases (N+1, 1, max outputs), and which
-    /// outputs a slot lacks (N+1, max outputs).
+    /// Folds adapter <paramref name="name"/> into the base weights for inference (a method that can be: LoRA's
+    /// <c>W + B A · α/r</c>), so its passes cost what the bare base's do. Until <see cref="Unmerge"/>, only it can run.
     /// </summary>
-    (Tensor Weight, Tensor Bias, Tensor Unused) StackHeads(string[] names, Device device)
+    public void Merge(string name)
     {
-        using var scope = NewDisposeScope();
+        if (!set.Adapters.TryGetValue(name, out var config))
+            throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", set.Adapters.Keys)})");
+        if (!config.Mergeable)
+            throw new ArgumentException($"adapter '{name}' ({config.Method}) cannot be merged into the base weights: it is not a linear change of them");
+        if (merged is not null) throw new ArgumentException($"adapter '{merged}' is merged already: unmerge it first");
+        FoldInto(name, sign: 1);
+        merged = name;
+        Active = name;
+    }
+
+    /// <summary>Takes a merged adapter back out of the base weights (up to rounding).</summary>
+    public void Unmerge(string name)
+    {
+        if (merged != name) throw new ArgumentException($"adapter '{name}' is not merged");
+        FoldInto(name, sign: -1);
+        merged = null;
+    }
+
+    void FoldInto(string name, int sign)
+    {
         using var noGrad = no_grad();
-        int width = Math.Max(1, names.Select(n => heads[n].Config.Outputs).DefaultIfEmpty(1).Max());
-        var weight = zeros([names.Length + 1, Config.HiddenSize, width], ScalarType.Float32, device);
-        var bias = zeros([names.Length + 1, 1, width], ScalarType.Float32, device);
-        var unused = ones([names.Length + 1, width], ScalarType.Bool, device);
-        for (int slot = 1; slot <= names.Length; slot++)
+        foreach (var slot in bert.ProjectionSlots())
         {
-            var (w, b) = heads[names[slot - 1]].Classifier; // (outputs, d), (outputs)
-            int outputs = (int)w.shape[0];
-            weight[slot].narrow(1, 0, outputs).copy_(w.t());
-            bias[slot, 0].narrow(0, 0, outputs).copy_(b);
-            unused[slot].narrow(0, 0, outputs).fill_(false);
+            if (!slot.Site.TryGet(name, out var adapter)) continue;
+            using var scope = NewDisposeScope();
+            var (down, up) = adapter.LowRank ?? throw new InvalidOperationException($"adapter '{name}' has no low-rank form at {slot.FileKey}");
+            var weight = slot.Linear.weight!;
+            weight.add_(up.matmul(down).to(weight.dtype), alpha: sign); // (out, in)
+            slot.Site.SetMerged(name, sign > 0);
         }
-        // Kept until the stacks are invalidated, whatever scope the first mixed batch ran in.
-        return (weight.DetachFromDisposeScope(), bias.DetachFromDisposeScope(), unused.DetachFromDisposeScope());
+        routing.Invalidate();
     }
 
-    sealed record RowStacks(string[] Names, string Device, ScalarType MatmulType, Tensor HeadWeight, Tensor HeadBias, Tensor HeadUnused)
-        : IDisposable
+    void RequireUnmerged(string what)
     {
-        readonly Dictionary<string, long> slots = Names.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i + 1L, StringComparer.Ordinal);
-
-        public void Dispose()
-        {
-            HeadWeight.Dispose();
-            HeadBias.Dispose();
-            HeadUnused.Dispose();
-        }
-
-        public long Slot(string name, AdapterModel model)
-        {
-            if (slots.TryGetValue(name, out var slot)) return slot;
-            if (model.configs.TryGetValue(name, out var config))
-                throw new ArgumentException($"adapter '{name}' ({config.Method}) changes base weights, so it cannot share a batch with other adapters; run it alone (Active = \"{name}\")");
-            throw new ArgumentException($"no adapter named '{name}' (loaded: {string.Join(", ", model.configs.Keys)})");
-        }
+        if (merged is not null)
+            throw new InvalidOperationException($"adapter '{merged}' is merged into the base weights: Unmerge(\"{merged}\") before you {what}");
     }
 
     /// <summary>
-    /// The tensors that make up adapter <paramref name="name"/>, under file names that do not depend on it:
-    /// <c>.adapters.&lt;name&gt;.</c> becomes <c>.adapter.</c>, <c>.fusion.&lt;name&gt;.</c> <c>.fusion.</c>, <c>heads.&lt;name&gt;.</c> <c>head.</c>,
-    /// and trained base tensors (full, top-k) keep their names. No <c>bert.</c> prefix.
+    /// What the modules of <paramref name="name"/> gathered since <see cref="ResetStatistics"/> (a dynamic adapter's
+    /// chosen sizes, say): each figure per site, under <c>figure/site</c>, and its mean over the sites, under its name.
+    /// Empty for adapters that gather nothing.
     /// </summary>
-    public Dictionary<string, TensorData> AdapterTensors(string name)
+    public IReadOnlyDictionary<string, double> Statistics(string name)
     {
-        var result = new Dictionary<string, TensorData>(StringComparer.Ordinal);
-        foreach (var (path, parameter) in named_parameters())
-            if (IsTrainedBy(name, path))
-                result[ToFileKey(name, path)] = StateDict.FromTensor(parameter);
+        var result = new SortedDictionary<string, double>(StringComparer.Ordinal);
+        var perFigure = new Dictionary<string, List<double>>(StringComparer.Ordinal);
+        foreach (var (_, module, fileKey) in set.Record(name).Placements)
+        {
+            if (module is not IAdapterStatistics statistics) continue;
+            foreach (var (figure, value) in statistics.ReadStatistics())
+            {
+                result[$"{figure}/{fileKey}"] = value;
+                if (!perFigure.TryGetValue(figure, out var values)) perFigure[figure] = values = [];
+                values.Add(value);
+            }
+        }
+        foreach (var (figure, values) in perFigure) result[figure] = values.Average();
         return result;
     }
 
+    /// <summary>Forgets what the modules of <paramref name="name"/> gathered.</summary>
+    public void ResetStatistics(string name)
+    {
+        foreach (var (_, module, _) in set.Record(name).Placements)
+            (module as IAdapterStatistics)?.ResetStatistics();
+    }
+
+    /// <summary>The tensors adapter (or fusion) <paramref name="name"/> owns, by file key (see <see cref="AdapterState"/>).</summary>
+    public Dictionary<string, TensorData> AdapterTensors(string name) => AdapterState.Tensors(set.Record(name));
+
     /// <summary>Adds adapter <paramref name="name"/> and fills it from tensors saved by <see cref="AdapterTensors"/>.</summary>
-    public void LoadAdapter(string name, AdapterConfig config, HeadConfig head, IReadOnlyDictionary<string, TensorData> tensors, string source)
+    public void LoadAdapter(string name, MethodConfig config, HeadConfig head, IReadOnlyDictionary<string, TensorData> tensors, string source)
     {
         AddAdapter(name, config, head);
-        try
-        {
-            var targets = named_parameters().Where(p => IsTrainedBy(name, p.name))
-                .ToDictionary(p => ToFileKey(name, p.name), p => (Tensor)p.parameter);
-            var module = new Dictionary<string, Tensor>(targets);
-            CopyInto(module, tensors, source);
-            InvalidateRowStacks();
-        }
-        catch
-        {
-            RemoveAdapter(name);
-            throw;
-        }
+        Filled(name, tensors, source);
     }
 
     /// <summary>
@@ -476,11 +404,15 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     public void LoadFusion(string name, FusionConfig config, HeadConfig head, IReadOnlyDictionary<string, TensorData> tensors, string source)
     {
         AddFusion(name, config, head);
+        Filled(name, tensors, source);
+    }
+
+    void Filled(string name, IReadOnlyDictionary<string, TensorData> tensors, string source)
+    {
         try
         {
-            var targets = named_parameters().Where(p => IsTrainedBy(name, p.name))
-                .ToDictionary(p => ToFileKey(name, p.name), p => (Tensor)p.parameter);
-            CopyInto(targets, tensors, source);
+            AdapterState.Fill(set.Record(name), tensors, source);
+            routing.Invalidate();
         }
         catch
         {
@@ -489,45 +421,9 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         }
     }
 
-    static void CopyInto(Dictionary<string, Tensor> targets, IReadOnlyDictionary<string, TensorData> tensors, string source)
+    protected override void Dispose(bool disposing)
     {
-        var missing = targets.Keys.FirstOrDefault(k => !tensors.ContainsKey(k));
-        if (missing is not null)
-            throw new ModelFormatException($"{source}: adapter file lacks tensor '{missing}' that its config requires");
-        var unexpected = tensors.Keys.FirstOrDefault(k => !targets.ContainsKey(k));
-        if (unexpected is not null)
-            throw new ModelFormatException($"{source}: unexpected tensor '{unexpected}' for this adapter config");
-        foreach (var (key, target) in targets)
-            if (!tensors[key].Shape.SequenceEqual(target.shape))
-                throw new ModelFormatException(
-                    $"{source}: '{key}' has shape [{string.Join(", ", tensors[key].Shape)}], expected [{string.Join(", ", target.shape)}]");
-        using var noGrad = no_grad();
-        foreach (var (key, target) in targets)
-        {
-            using var scope = NewDisposeScope();
-            target.copy_(StateDict.ToTensor(tensors[key]).to(target.device));
-        }
-    }
-
-    static string ToFileKey(string name, string path)
-    {
-        if (path.StartsWith($"heads.{name}.", StringComparison.Ordinal)) return "head." + path[$"heads.{name}.".Length..];
-        var key = path.StartsWith("bert.", StringComparison.Ordinal) ? path["bert.".Length..] : path;
-        return key.Replace($".adapters.{name}.", ".adapter.", StringComparison.Ordinal)
-            .Replace($".fusion.{name}.", ".fusion.", StringComparison.Ordinal);
-    }
-
-    static void ValidateName(string name)
-    {
-        if (string.IsNullOrEmpty(name) || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
-            throw new ArgumentException($"adapter name '{name}' must be 1-64 letters, digits, '-' or '_'");
+        if (disposing) routing.Dispose();
+        base.Dispose(disposing);
     }
 }
-
-/// <summary>
-/// Per-row logits of a mixed batch (<see cref="AdapterModel.LogitsPerRow"/>): row i's are
-/// <c>Logits[i, ..Outputs[i]]</c> of the (B, max labels) float32 tensor, the rest of the row −∞ (so softmax and
-/// argmax over a whole row see only its own labels). Rows without an adapter have no head: 0 outputs.
-/// The caller owns <paramref name="Logits"/>.
-/// </summary>
-public sealed record RowLogits(Tensor Logits, int[] Outputs);

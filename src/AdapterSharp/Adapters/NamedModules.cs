@@ -3,18 +3,27 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Adapters;
 
+/// <summary>A module that holds what adapters added to the model: walks over the base's own modules do not enter it.</summary>
+public interface IAdapterContainer
+{
+    /// <summary>Removes (and disposes) what is held under <paramref name="name"/>, if anything.</summary>
+    void Remove(string name);
+}
+
 /// <summary>
 /// Child modules by name that can be added and removed at any time, each appearing in the state dict under
 /// its name. (TorchSharp's ModuleDict registers its children once, at construction, so later additions would
 /// be invisible to parameters(), to(), state_dict() and training.)
 /// </summary>
-public class NamedModules<T> : nn.Module where T : nn.Module
+public class NamedModules<T> : nn.Module, IAdapterContainer where T : nn.Module
 {
     readonly Dictionary<string, T> byName = new(StringComparer.Ordinal);
 
     public NamedModules() : base(nameof(NamedModules<T>)) => RegisterComponents();
 
     public IReadOnlyCollection<string> Names => byName.Keys;
+
+    public int Count => byName.Count;
 
     public bool Contains(string name) => byName.ContainsKey(name);
 

@@ -9,9 +9,11 @@ namespace AdapterSharp.Adapters;
 /// <summary>
 /// One site's adapters stacked for mixed batches, so that one pass gives every row its own adapter by
 /// gathering its slice (index 0: none; index k: <c>Names[k - 1]</c>) and using batched products instead of
-/// a loop over adapters. An adapter without a bottleneck here gets a zero one, an adapter without a
-/// LayerNorm copy the base LayerNorm's γ/β, and "none" both. Detached copies, for inference: the model
-/// rebuilds them when its adapters change.
+/// a loop over adapters. Each adapter is a list of bottleneck stages applied in turn (<see cref="SublayerAdapter.RowStages"/>:
+/// one for a Houlsby adapter, one per level for a hierarchical one); stage s stacks every adapter's s-th stage,
+/// and an adapter with fewer stages (or none here) gets a zero bottleneck there, which adds exactly nothing. An
+/// adapter without a LayerNorm copy gets the base LayerNorm's γ/β, and "none" both. Detached copies, for inference:
+/// the model rebuilds them when its adapters change.
 /// </summary>
 sealed class RowStack : IDisposable
 {
@@ -19,7 +21,7 @@ sealed class RowStack : IDisposable
 
     public IReadOnlyList<string> Names { get; }
 
-    Bottlenecks? bottlenecks;
+    Bottlenecks[] stages = [];
     Tensor? gamma, beta; // (K+1, d) float32, null when no adapter has a LayerNorm copy here
     double eps;
 
@@ -30,8 +32,12 @@ sealed class RowStack : IDisposable
         var baseWeight = baseLayerNorm.weight!;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        if (adapters.Any(a => a is { HasBottleneck: true }))
-            result.bottlenecks = Bottlenecks.Build(adapters, baseWeight.shape[0], baseWeight.device, matmulType);
+        var perSlot = adapters.Select((a, k) => a is null ? [] : a.RowStages
+            ?? throw new InvalidOperationException($"adapter '{names[k - 1]}' has no form that a mixed batch can stack")).ToArray();
+        int depth = perSlot.Max(s => s.Count);
+        result.stages = Enumerable.Range(0, depth)
+            .Select(s => Bottlenecks.Build(perSlot.Select(stages => s < stages.Count ? stages[s] : null).ToArray(), baseWeight.shape[0], baseWeight.device, matmulType))
+            .ToArray();
         if (adapters.Any(a => a?.LayerNorm is not null))
         {
             result.gamma = stack(adapters.Select(a => (Tensor)(a?.LayerNorm ?? baseLayerNorm).weight!).ToArray()).DetachFromDisposeScope(); // (K+1, d)
@@ -43,10 +49,10 @@ sealed class RowStack : IDisposable
 
     /// <summary>The mixed-batch version of <see cref="AdapterSite.Apply"/>.</summary>
     /// <param name="rows">(B) int64 stack indices.</param>
-    public Tensor Apply(Tensor sublayer, Tensor residual, Tensor rows, LayerNorm baseLayerNorm, ForwardContext context)
+    public Tensor Apply(Tensor sublayer, Tensor residual, Tensor rows, LayerNorm baseLayerNorm, ForwardPass pass)
     {
-        if (bottlenecks is { } b)
-            sublayer = sublayer + b.Delta(sublayer, residual, rows, context);
+        foreach (var stage in stages)
+            sublayer = sublayer + stage.Delta(sublayer, residual, rows, pass);
         return Normalize(sublayer + residual, rows, baseLayerNorm);
     }
 
@@ -62,16 +68,15 @@ sealed class RowStack : IDisposable
 
     public void Dispose()
     {
-        bottlenecks?.Dispose();
+        foreach (var stage in stages) stage.Dispose();
         gamma?.Dispose();
         beta?.Dispose();
     }
 
     /// <summary>
-    /// Every adapter's bottleneck at one site as (K+1) stacked matrices, padded with zeros to the largest size M
-    /// (H·m for multi-head adapters, see <see cref="Adapter.AsSingleHead"/>). Padding is exact: a zero down row
-    /// and bias give a pre-activation of 0, and the matching zero up column adds nothing whatever f(0) is
-    /// (it is 0 for every allowed non-linearity anyway).
+    /// One stage of every adapter at one site as (K+1) stacked matrices, padded with zeros to the largest size M.
+    /// Padding is exact: a zero down row and bias give a pre-activation of 0, and the matching zero up column adds
+    /// nothing whatever f(0) is (it is 0 for every allowed non-linearity anyway).
     /// </summary>
     sealed class Bottlenecks : IDisposable
     {
@@ -80,64 +85,60 @@ sealed class RowStack : IDisposable
         Tensor up = null!;       // (K+1, M, d)
         Tensor upBias = null!;   // (K+1, 1, d)
         Tensor scaling = null!;  // (K+1) float32
-        Tensor? parallelRows;    // (K+1) bool, only when serial and parallel adapters share the site
+        Tensor? parallelRows;    // (K+1) bool, only when serial and parallel stages share the site
         bool allParallel;
         // The first non-linearity applies to every row; each further one replaces it on its rows ((K+1) bool).
         (string Name, Tensor? Rows)[] activations = [];
 
-        public static Bottlenecks Build(Adapter?[] adapters, long hidden, Device device, ScalarType matmulType)
+        public static Bottlenecks Build(BottleneckStage?[] slots, long hidden, Device device, ScalarType matmulType)
         {
-            long slots = adapters.Length;
-            var parts = new (Tensor Down, Tensor DownBias, Tensor Up, Tensor UpBias)?[slots];
-            for (int k = 0; k < slots; k++)
-                if (adapters[k] is { HasBottleneck: true } adapter) parts[k] = adapter.AsSingleHead();
-            long size = parts.Max(p => p?.Down.shape[0] ?? 0);
-            var down = zeros(slots, hidden, size, device: device);
-            var downBias = zeros(slots, 1, size, device: device);
-            var up = zeros(slots, size, hidden, device: device);
-            var upBias = zeros(slots, 1, hidden, device: device);
-            for (int k = 0; k < slots; k++)
+            long count = slots.Length;
+            long size = slots.Max(p => p?.Down.shape[0] ?? 0);
+            var down = zeros(count, hidden, size, device: device);
+            var downBias = zeros(count, 1, size, device: device);
+            var up = zeros(count, size, hidden, device: device);
+            var upBias = zeros(count, 1, hidden, device: device);
+            for (int k = 0; k < count; k++)
             {
-                if (parts[k] is not { } part) continue;
-                long m = part.Down.shape[0];
-                down[k].narrow(1, 0, m).copy_(part.Down.t());
-                downBias[k, 0].narrow(0, 0, m).copy_(part.DownBias);
-                up[k].narrow(0, 0, m).copy_(part.Up.t());
-                upBias[k, 0].copy_(part.UpBias);
+                if (slots[k] is not { } stage) continue;
+                long m = stage.Down.shape[0];
+                down[k].narrow(1, 0, m).copy_(stage.Down.t());
+                downBias[k, 0].narrow(0, 0, m).copy_(stage.DownBias);
+                up[k].narrow(0, 0, m).copy_(stage.Up.t());
+                upBias[k, 0].copy_(stage.UpBias);
             }
 
-            var withBottleneck = adapters.Where(a => a is { HasBottleneck: true }).Select(a => a!).ToArray();
+            var present = slots.Where(s => s is not null).Select(s => s!).ToArray();
             var result = new Bottlenecks
             {
                 down = down.to_type(matmulType).DetachFromDisposeScope(),
                 downBias = downBias.to_type(matmulType).DetachFromDisposeScope(),
                 up = up.to_type(matmulType).DetachFromDisposeScope(),
                 upBias = upBias.to_type(matmulType).DetachFromDisposeScope(),
-                scaling = tensor(adapters.Select(a => a is { HasBottleneck: true } ? (float)a.Scaling : 0f).ToArray(), device: device)
-                    .DetachFromDisposeScope(),
-                allParallel = withBottleneck.All(a => a.IsParallel),
+                scaling = tensor(slots.Select(s => s is null ? 0f : (float)s.Scaling).ToArray(), device: device).DetachFromDisposeScope(),
+                allParallel = present.All(s => s.ReadsResidual),
             };
-            if (!result.allParallel && withBottleneck.Any(a => a.IsParallel))
-                result.parallelRows = Select(adapters, a => a.IsParallel, device);
-            result.activations = withBottleneck.Select(a => a.NonLinearity).Distinct()
-                .Select((name, i) => (name, i == 0 ? null : Select(adapters, a => a.NonLinearity == name, device)))
+            if (!result.allParallel && present.Any(s => s.ReadsResidual))
+                result.parallelRows = Select(slots, s => s.ReadsResidual, device);
+            result.activations = present.Select(s => s.NonLinearity).Distinct()
+                .Select((name, i) => (name, i == 0 ? null : Select(slots, s => s.NonLinearity == name, device)))
                 .ToArray();
             return result;
         }
 
-        static Tensor Select(Adapter?[] adapters, Func<Adapter, bool> predicate, Device device) =>
-            tensor(adapters.Select(a => a is { HasBottleneck: true } && predicate(a)).ToArray(), device: device).DetachFromDisposeScope();
+        static Tensor Select(BottleneckStage?[] slots, Func<BottleneckStage, bool> predicate, Device device) =>
+            tensor(slots.Select(s => s is not null && predicate(s)).ToArray(), device: device).DetachFromDisposeScope();
 
-        /// <summary>Each row's <c>scaling · (W_up f(W_down x + b_down) + b_up)</c>, x its sublayer output or input.</summary>
-        /// <returns>(B, T, d) float32.</returns>
-        public Tensor Delta(Tensor sublayer, Tensor residual, Tensor rows, ForwardContext context)
+        /// <summary>Each row's <c>scaling · (W_up f(W_down x + b_down) + b_up)</c>, x its running sublayer output or input.</summary>
+        /// <returns>(B, T, d).</returns>
+        public Tensor Delta(Tensor sublayer, Tensor residual, Tensor rows, ForwardPass pass)
         {
             var input = allParallel ? residual
                 : parallelRows is null ? sublayer
                 : where(PerRow(parallelRows, rows), residual, sublayer); // (B, T, d)
-            var inner = context.ProjectPerRow(input, down.index_select(0, rows), downBias.index_select(0, rows)); // (B, T, M)
+            var inner = pass.ProjectPerRow(input, down.index_select(0, rows), downBias.index_select(0, rows)); // (B, T, M)
             inner = Activate(inner, rows);
-            var output = context.ProjectPerRow(inner, up.index_select(0, rows), upBias.index_select(0, rows)); // (B, T, d)
+            var output = pass.ProjectPerRow(inner, up.index_select(0, rows), upBias.index_select(0, rows)); // (B, T, d)
             return output * PerRow(scaling, rows);
         }
 
@@ -158,5 +159,64 @@ sealed class RowStack : IDisposable
             foreach (var (_, rows) in activations)
                 rows?.Dispose();
         }
+    }
+}
+
+/// <summary>
+/// One projection's adapters stacked for mixed batches: each adapter's low-rank map (<see cref="ProjectionAdapter.LowRank"/>)
+/// as (K+1, in, R) and (K+1, R, out) matrices padded with zeros to the largest rank R (exact: zero columns add
+/// nothing), so that two batched products give every row its own <c>Up Down x</c>. Detached copies, like <see cref="RowStack"/>.
+/// </summary>
+sealed class ProjectionRowStack : IDisposable
+{
+    ProjectionRowStack(IReadOnlyList<string> names) => Names = names;
+
+    public IReadOnlyList<string> Names { get; }
+
+    Tensor? down; // (K+1, in, R) in the matmul type
+    Tensor? up;   // (K+1, R, out)
+
+    public static ProjectionRowStack Build(IReadOnlyList<string> names, ProjectionSite site, ScalarType matmulType)
+    {
+        var result = new ProjectionRowStack(names);
+        var factors = new (Tensor Down, Tensor Up)?[names.Count + 1]; // index 0: none
+        for (int k = 1; k <= names.Count; k++)
+            if (site.TryGet(names[k - 1], out var adapter))
+                factors[k] = adapter.LowRank ?? throw new InvalidOperationException($"adapter '{names[k - 1]}' has no low-rank form that a mixed batch can stack");
+        var present = factors.Where(f => f is not null).Select(f => f!.Value).ToArray();
+        if (present.Length == 0) return result;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long rank = present.Max(f => f.Down.shape[0]), input = present[0].Down.shape[1], output = present[0].Up.shape[0];
+        var device = present[0].Down.device;
+        var down = zeros(factors.Length, input, rank, device: device);
+        var up = zeros(factors.Length, rank, output, device: device);
+        for (int k = 0; k < factors.Length; k++)
+        {
+            if (factors[k] is not { } f) continue;
+            long r = f.Down.shape[0];
+            down[k].narrow(1, 0, r).copy_(f.Down.t());
+            up[k].narrow(0, 0, r).copy_(f.Up.t());
+        }
+        result.down = down.to_type(matmulType).DetachFromDisposeScope();
+        result.up = up.to_type(matmulType).DetachFromDisposeScope();
+        return result;
+    }
+
+    /// <summary>Each row's <c>Up Down x</c>, or null when no adapter has anything here.</summary>
+    /// <param name="input">(B, T, in).</param>
+    /// <param name="rows">(B) int64 stack indices.</param>
+    /// <returns>(B, T, out).</returns>
+    public Tensor? Delta(Tensor input, Tensor rows, ForwardPass pass)
+    {
+        if (down is null) return null;
+        var inner = pass.ProjectPerRow(input, down.index_select(0, rows), null); // (B, T, R)
+        return pass.ProjectPerRow(inner, up!.index_select(0, rows), null);
+    }
+
+    public void Dispose()
+    {
+        down?.Dispose();
+        up?.Dispose();
     }
 }

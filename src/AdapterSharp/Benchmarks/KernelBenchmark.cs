@@ -13,7 +13,8 @@ namespace AdapterSharp.Benchmarks;
 public static class KernelBenchmark
 {
     /// <summary>One record per comparison and per timing, with and without an adapter's output to add.</summary>
-    public static IEnumerable<Dictionary<string, object>> AddNormRecords(Device device, long rows, long hidden, int steps, int seed)
+    public static IEnumerable<Dictionary<string, object>> AddNormRecords(Device device, long rows, long hidden, int steps, int seed,
+        FusedKernels mode = FusedKernels.Auto)
     {
         foreach (bool adapter in new[] { true, false })
         {
@@ -32,7 +33,7 @@ public static class KernelBenchmark
             var gy = randn([rows, hidden], device: device);
             var gLow = randn([rows, hidden], device: device).to_type(low);
 
-            bool kernels = AddNorm.KernelsTake(a, b, r, norm);
+            bool kernels = AddNorm.KernelsTake(a, b, r, norm, mode);
             var operators = Run(norm, a, b, r, gy, gLow, Path.Operators);
             var unfused = Run(norm, a, b, r, gy, gLow, Path.Unfused);
             if (kernels) yield return Compare("kernels-vs-operators", adapter, rows, hidden, Run(norm, a, b, r, gy, gLow, Path.Kernels), operators);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
 using TorchSharp;
@@ -65,11 +66,11 @@ public static class MixedBatchBenchmark
         {
             // Heads of different sizes, as a server holds them.
             var head = (k % 3) switch { 0 => HeadConfig.Classification(["0", "1"]), 1 => HeadConfig.Classification(["a", "b", "c"]), _ => HeadConfig.Regression() };
-            model.AddAdapter($"a{k}", Methods.Houlsby with { Init = AdapterInit.Bert }, head);
+            model.AddAdapter($"a{k}", BottleneckConfig.Houlsby with { Init = AdapterInit.Bert }, head);
         }
         model.FreezeAll();
         model.to(device);
-        model.Bert.UseMatmulType(dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
+        model.UseMatmulType(dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
         model.eval();
         return model;
     }
@@ -110,7 +111,7 @@ public static class MixedBatchBenchmark
                 else
                 {
                     model.Active = null;
-                    var alone = model.Bert.Encode(row, null, rowTypes); // (1, n, d)
+                    var alone = model.Encode(row, null, rowTypes); // (1, n, d)
                     diff = (hidden.narrow(0, i, 1).narrow(1, 0, lengths[i]) - alone).abs().max();
                 }
                 worst = Math.Max(worst, diff.to_type(ScalarType.Float64).item<double>());

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
 using AdapterSharp.Native;
@@ -19,7 +20,7 @@ namespace AdapterSharp.Benchmarks;
 /// </summary>
 /// <param name="Graphs">Replay each step as a captured CUDA graph (on CUDA, where available), as the trainer does.</param>
 public sealed record Workload(string Shape, string Mode, int Batch, int Seq, int Steps = 30, int Warmup = 10, int AdapterSize = 64,
-    string Dtype = "bf16", bool Graphs = true);
+    string Dtype = "bf16", bool Graphs = true, FusedKernels Kernels = FusedKernels.Auto);
 
 /// <summary>Times training steps and forward passes of <see cref="Workload"/>s; one JSON-ready record each.</summary>
 public static class TrainingBenchmark
@@ -61,10 +62,11 @@ public static class TrainingBenchmark
         using var sideStream = graphs ? CudaGraphs.UseSideStream(device) : null;
         manual_seed(0);
         using var model = Build(config, method);
+        model.Bert.Kernels = w.Kernels;
         model.to(device); // replaces (and frees) the parameter objects: take them only after the move
         var trained = model.TrainOnly("bench");
         bool bf16 = w.Dtype == "bf16";
-        if (bf16) model.Bert.UseMatmulType(ScalarType.BFloat16);
+        if (bf16) model.UseMatmulType(ScalarType.BFloat16);
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
 
@@ -77,7 +79,7 @@ public static class TrainingBenchmark
         if (training)
         {
             model.train();
-            optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, !Trainer.NoDecay(p.Name))).ToList(), weightDecay: 0.01);
+            optimizer = new FlatAdamW(trained.Select(p => (p.Parameter, p.Decay)).ToList(), weightDecay: 0.01);
         }
         else
         {
@@ -180,18 +182,18 @@ public static class TrainingBenchmark
     }
 
     /// <summary>The reference's two modes, adapter (houlsby) and full, or any method preset by name (for ablations).</summary>
-    static AdapterConfig MethodOf(Workload w)
+    static MethodConfig MethodOf(Workload w)
     {
-        var method = w.Mode switch
-        {
-            "adapter" => Methods.Houlsby,
-            _ when Methods.All.Any(m => m.Method == w.Mode) => Methods.Get(w.Mode),
-            _ => throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or one of {Methods.Names}"),
-        };
-        return method.AdapterSize is null ? method : method with { AdapterSize = w.AdapterSize };
+        var method = w.Mode == "adapter" ? BottleneckConfig.Houlsby
+            : MethodRegistry.Presets.FirstOrDefault(m => m.Method == w.Mode)
+              ?? throw new ArgumentException($"--mode: '{w.Mode}' is not adapter or one of {MethodRegistry.Names}");
+        // The workload's size goes where the method has a fixed one (a bottleneck's m); a reduction factor stays.
+        return method.ToJson()["adapter_size"] is { } size && size.GetValue<int?>() is not null
+            ? method.With("adapter_size", w.AdapterSize, "--adapter-size")
+            : method;
     }
 
-    static AdapterModel Build(BertConfig shape, AdapterConfig method)
+    static AdapterModel Build(BertConfig shape, MethodConfig method)
     {
         var bert = new BertModel(shape, addPooler: false);
         InitializeLikeHf(bert);

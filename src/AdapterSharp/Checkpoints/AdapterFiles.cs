@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
 
@@ -101,7 +102,9 @@ public sealed record AdapterManifest
     [JsonPropertyName("format")] public string Format { get; init; } = FormatName;
     [JsonPropertyName("format_version")] public int FormatVersion { get; init; } = 1;
     [JsonPropertyName("name")] public string Name { get; init; } = "";
-    [JsonPropertyName("config")] public AdapterConfig Config { get; init; } = Methods.Houlsby;
+    /// <summary>The method's configuration, read as the record type its <c>"method"</c> names.</summary>
+    [JsonPropertyName("config"), JsonConverter(typeof(MethodConfigConverter))]
+    public MethodConfig Config { get; init; } = BottleneckConfig.Houlsby;
     [JsonPropertyName("head")] public HeadConfig Head { get; init; } = new();
     [JsonPropertyName("base_model")] public BaseModelIdentity BaseModel { get; init; } = new();
     [JsonPropertyName("task")] public string? Task { get; init; }

@@ -33,11 +33,12 @@ public static class AddNorm
     /// <summary>
     /// Whether the CUDA kernels take these operands: bfloat16 <paramref name="a"/> (and <paramref name="b"/>),
     /// a float32 residual, all on one CUDA device, contiguous, with a hidden size that is a multiple of 4 and at
-    /// most 1536 (BERT-base 768, -large 1024, MiniLM 384), and the kernels available and switched on.
+    /// most 1536 (BERT-base 768, -large 1024, MiniLM 384), and the kernels available and not switched off by
+    /// <paramref name="mode"/> (with <see cref="FusedKernels.On"/> a failed compile throws).
     /// </summary>
-    public static bool KernelsTake(Tensor a, Tensor? b, Tensor residual, LayerNorm norm)
+    public static bool KernelsTake(Tensor a, Tensor? b, Tensor residual, LayerNorm norm, FusedKernels mode)
     {
-        if (a.device.type != DeviceType.CUDA || CudaKernels.Disabled) return false;
+        if (mode == FusedKernels.Off || a.device.type != DeviceType.CUDA) return false;
         long hidden = residual.shape[^1];
         if (hidden % 4 != 0 || hidden > 1536) return false;
         if (a.dtype != ScalarType.BFloat16 || residual.dtype != ScalarType.Float32) return false;
@@ -45,10 +46,10 @@ public static class AddNorm
         if (!a.is_contiguous() || !residual.is_contiguous() || !a.shape.SequenceEqual(residual.shape)) return false;
         if (norm.weight is null || norm.bias is null || norm.weight.dtype != ScalarType.Float32 || norm.weight.shape[0] != hidden) return false;
         if (a.device.index != residual.device.index || norm.weight.device.type != DeviceType.CUDA) return false;
-        if (!CudaKernels.EnabledOnCuda()) return false; // only now: a float32 run would not use them anyway
+        if (!CudaKernels.AvailableOnCuda()) return false; // only now: a float32 run would not use them anyway
         // Vector loads: 16 bytes of float32, 8 of bfloat16 (the LayerNorm's weight and bias are read element-wise).
         if (AutogradNode.DataPointer(residual) % 16 != 0 || AutogradNode.DataPointer(a) % 8 != 0 || (b is not null && AutogradNode.DataPointer(b) % 8 != 0)) return false;
-        return Module(a, hidden) is not null;
+        return Module(a, hidden, required: mode == FusedKernels.On) is not null;
     }
 
     /// <summary>
@@ -141,13 +142,14 @@ public static class AddNorm
     static readonly Dictionary<(int Device, long Hidden), CudaKernels.Module?> Modules = [];
 
     /// <summary>The kernels for this device and hidden size, compiled on first use, or null where they cannot be.</summary>
-    static CudaKernels.Module? Module(Tensor t, long hidden)
+    static CudaKernels.Module? Module(Tensor t, long hidden, bool required = false)
     {
         var key = (Math.Max(0, (int)t.device.index), hidden);
         lock (Modules)
         {
-            if (Modules.TryGetValue(key, out var module)) return module;
-            module = CudaKernels.TryCompile(key.Item1, Source, $"-DHIDDEN={hidden}");
+            if (Modules.TryGetValue(key, out var module))
+                return module ?? (required ? throw new InvalidOperationException("the fused kernels failed to compile earlier in this process") : null);
+            module = CudaKernels.TryCompile(key.Item1, Source, required, $"-DHIDDEN={hidden}");
             // Each function is fetched now, so none is first loaded while a CUDA graph is being captured.
             if (module is not null)
                 foreach (var name in new[] { "add_layer_norm_forward", "add_layer_norm_backward", "layer_norm_weight_gradients" })

@@ -57,42 +57,31 @@ public static unsafe class CudaKernels
     /// <summary>Why kernels cannot be used, or null.</summary>
     public static string? Problem => Loaded.Value.Problem;
 
-    /// <summary>Switched off by <c>--fused-kernels off</c>: every caller then keeps to libtorch's operators.</summary>
-    public static bool Disabled { get; set; }
-
-    /// <summary>Set by <c>--fused-kernels on</c>: a kernel that fails to compile is then an error, not a fallback.</summary>
-    public static bool Required { get; set; }
-
-    /// <summary>Whether fused kernels are to be used: available and not switched off.</summary>
-    public static bool Enabled => !Disabled && Available;
-
     static int unavailableNoted;
 
     /// <summary>
-    /// <see cref="Enabled"/>, for a caller on a CUDA device: where the kernels are unavailable (not switched off),
-    /// says why on standard error, once per process, so that a slower run is not a mystery.
+    /// <see cref="Available"/>, for a caller on a CUDA device: where the kernels are unavailable, says why on standard
+    /// error, once per process, so that a slower run is not a mystery.
     /// </summary>
-    public static bool EnabledOnCuda()
+    public static bool AvailableOnCuda()
     {
-        if (Disabled) return false;
         if (Available) return true;
         if (Interlocked.Exchange(ref unavailableNoted, 1) == 0) Console.Error.WriteLine($"fused kernels off: {Problem}");
         return false;
     }
 
     /// <summary>
-    /// <see cref="Compile"/>, or null where compiling fails and the kernels are not <see cref="Required"/>: they are
-    /// then switched off for the process, with one line on standard error, and callers keep to libtorch's operators.
+    /// <see cref="Compile"/>, or null where compiling fails and the caller did not require the kernels (then with one
+    /// line on standard error; the caller keeps to libtorch's operators and remembers the failure).
     /// </summary>
-    public static Module? TryCompile(int device, string source, params string[] defines)
+    public static Module? TryCompile(int device, string source, bool required, params string[] defines)
     {
         try
         {
             return Compile(device, source, defines);
         }
-        catch (InvalidOperationException e) when (!Required)
+        catch (InvalidOperationException e) when (!required)
         {
-            Disabled = true;
             Console.Error.WriteLine($"fused kernels off: {e.Message}");
             return null;
         }

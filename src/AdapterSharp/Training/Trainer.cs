@@ -264,7 +264,7 @@ public sealed class Trainer
         {
             foreach (var t in tasks)
             {
-                var optimizer = new FlatAdamW(trained[t.Adapter].Select(p => (p.Parameter, !NoDecay(p.Name))).ToList(), options.WeightDecay);
+                var optimizer = new FlatAdamW(trained[t.Adapter].Select(p => (p.Parameter, p.Decay)).ToList(), options.WeightDecay);
                 var onDevice = new DeviceBatches(t.Train, device, lengthMultiple: graphs ? StepGraphs.LengthMultiple : 1);
                 runs.Add(new TaskRun(runs.Count, t, model.Head(t.Adapter).Config, optimizer, onDevice,
                     (t.Train.Count + examplesPerStep - 1) / examplesPerStep, graphs ? new StepGraphs(pool) : null));
@@ -342,11 +342,14 @@ public sealed class Trainer
         void Accumulate(TaskRun run, Tensor ids, Tensor? mask, Tensor types, Tensor labels, Tensor scores, int group)
         {
             using var scope = NewDisposeScope();
-            var logits = model.Logits(ids, mask, types).to_type(ScalarType.Float32);
+            using var pass = model.NewPass();
+            var logits = model.Logits(ids, mask, types, pass).to_type(ScalarType.Float32);
             var loss = run.Head.IsRegression
                 ? F.mse_loss(logits[.., 0], scores)
                 : F.cross_entropy(logits, labels);
-            (group > 1 ? loss / group : loss).backward();
+            // What adapters add to the objective (a size penalty, say) trains them but is not the task's loss.
+            var objective = pass.AuxiliaryLoss() is { } auxiliary ? loss + auxiliary : loss;
+            (group > 1 ? objective / group : objective).backward();
             runningLoss[run.Index].add_(loss.detach());
         }
 
@@ -472,16 +475,20 @@ public sealed class Trainer
     static TimeSpan Remaining(long step, long total, TimeSpan elapsed) =>
         step == 0 ? TimeSpan.Zero : elapsed / step * Math.Max(0, total - step);
 
-    /// <summary>Biases and LayerNorm parameters get no weight decay.</summary>
-    public static bool NoDecay(string name) =>
-        name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains("LayerNorm", StringComparison.Ordinal);
-
-    /// <summary>Scores <paramref name="data"/> with the active adapter: each metric by name.</summary>
+    /// <summary>
+    /// Scores <paramref name="data"/> with the active adapter: each metric by name, then what the adapter's modules
+    /// gathered while it ran (<see cref="AdapterModel.Statistics"/>: a dynamic adapter's chosen sizes, say).
+    /// </summary>
     public static Dictionary<string, double> Evaluate(AdapterModel model, EncodedDataset data, HeadConfig head,
         IReadOnlyList<string> metrics, int batchSize, Device device)
     {
+        var adapter = model.Composition?.Head ?? model.Active;
+        if (adapter is not null) model.ResetStatistics(adapter);
         var outputs = Predict(model, data, batchSize, device);
         var result = new Dictionary<string, double>();
+        if (adapter is not null)
+            foreach (var (figure, value) in model.Statistics(adapter))
+                result[figure] = value;
         if (head.IsRegression)
         {
             var predicted = outputs.Select(o => (double)o[0]).ToList();

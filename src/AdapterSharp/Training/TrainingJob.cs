@@ -1,5 +1,6 @@
 using System.Text.Json;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Data;
 using AdapterSharp.Heads;
@@ -30,7 +31,7 @@ public sealed record TrainRequest
     public string Model { get; init; } = BuiltInModels.MiniLmL6.Id;
     public string? Vocab { get; init; }
     public DataRequest Data { get; init; } = new() { Task = "sst2" };
-    public AdapterConfig Method { get; init; } = Methods.Houlsby;
+    public MethodConfig Method { get; init; } = BottleneckConfig.Houlsby;
     public string? AdapterName { get; init; }
 
     /// <summary>
@@ -51,6 +52,9 @@ public sealed record TrainRequest
 
     /// <summary>Matrix-product precision: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.</summary>
     public string Precision { get; init; } = "auto";
+
+    /// <summary>Whether sublayer ends may run as the fused CUDA kernels (<c>--fused-kernels</c>).</summary>
+    public FusedKernels Kernels { get; init; } = FusedKernels.Auto;
 
     /// <summary>
     /// Multi-task runs (<see cref="TrainingJob.RunMultiTask"/>): one adapter and head per task, named after it,
@@ -104,7 +108,7 @@ public static class TrainingJob
     /// Builds the model for training: the base without its pooler (the head reads the [CLS] vector of the last
     /// layer) plus adapter <paramref name="name"/>.
     /// </summary>
-    public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, AdapterConfig method, HeadConfig head, int seed) =>
+    public static AdapterModel CreateModel(PretrainedEncoder encoder, string name, MethodConfig method, HeadConfig head, int seed) =>
         OnBase(encoder, model =>
         {
             manual_seed(seed);
@@ -150,7 +154,7 @@ public static class TrainingJob
     /// <paramref name="dirs"/> (loaded frozen under their saved names): <c>Stack(…, name)</c> is active.
     /// </summary>
     public static AdapterModel CreateStackedModel(PretrainedEncoder encoder, BaseModelIdentity identity, string name,
-        IReadOnlyList<string> dirs, AdapterConfig method, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
+        IReadOnlyList<string> dirs, MethodConfig method, HeadConfig head, int seed, List<(string Name, string Dir)> loaded)
     {
         return OnBase(encoder, model =>
         {
@@ -198,7 +202,8 @@ public static class TrainingJob
             : CreateModel(encoder, name, request.Method, task.Head, request.Options.Seed);
         model.to(target);
         var trained = model.TrainOnly(name);
-        model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
+        model.Bert.Kernels = request.Kernels;
+        model.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long trainable = trained.Sum(p => p.Parameter.numel());
         long total = model.parameters().Sum(p => p.numel());
         if (lower.Count > 0)
@@ -266,7 +271,8 @@ public static class TrainingJob
         for (int i = 0; i < names.Count; i++) model.AddAdapter(names[i], request.Method, encoded[i].Head);
         model.to(target);
         var trained = model.TrainEach(names);
-        model.Bert.UseMatmulType(Devices.MatmulType(request.Precision, target));
+        model.Bert.Kernels = request.Kernels;
+        model.UseMatmulType(Devices.MatmulType(request.Precision, target));
         long total = model.parameters().Sum(p => p.numel());
         var trainable = names.ToDictionary(n => n, n => trained[n].Sum(p => p.Parameter.numel()));
         var probabilities = request.Options.Sampling.Probabilities(encoded.Select(e => e.Train.Count).ToList());

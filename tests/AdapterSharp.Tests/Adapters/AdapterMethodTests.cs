@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
@@ -6,15 +7,14 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Tests.Adapters;
 
-/// <summary>Every method through the same assertions, on the tiny BERT.</summary>
+/// <summary>What the bottleneck family does beyond the method theory (<see cref="MethodTheory"/>).</summary>
 public class AdapterMethodTests
 {
-    public static TheoryData<string> MethodNames => new(Methods.All.Select(m => m.Method));
-    public static TheoryData<string> BottleneckMethods => new(Methods.All.Where(m => m.HasBottleneck).Select(m => m.Method));
+    public static TheoryData<string> BottleneckMethods => new(MethodRegistry.Presets.OfType<BottleneckConfig>().Select(m => m.Method));
 
     static readonly HeadConfig TwoLabels = HeadConfig.Classification(["neg", "pos"]);
 
-    static AdapterModel Create(AdapterConfig config, string name = "task")
+    static AdapterModel Create(MethodConfig config, string name = "task")
     {
         var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
         manual_seed(4);
@@ -24,37 +24,16 @@ public class AdapterMethodTests
         return model;
     }
 
-    static Tensor BaseHidden(AdapterModel model, (Tensor Ids, Tensor Mask, Tensor Types) batch)
-    {
-        var active = model.Active;
-        model.Active = null;
-        var hidden = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
-        model.Active = active;
-        return hidden;
-    }
-
-    [Theory]
-    [MemberData(nameof(MethodNames))]
-    public void Zero_init_gives_the_base_model_outputs_exactly(string method)
-    {
-        using var model = Create(Methods.Get(method) with { Init = AdapterInit.Zero });
-        var batch = TinyBert.Batch(5, 7, 4);
-        using var noGrad = no_grad();
-        using var expected = BaseHidden(model, batch);
-        using var actual = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
-        Assert.True((expected - actual).abs().max().item<float>() <= 1e-6f);
-    }
-
     [Theory]
     [MemberData(nameof(BottleneckMethods))]
     public void Houlsby_init_stays_within_one_percent_of_the_base_model(string method)
     {
-        var config = Methods.Get(method) with { Init = AdapterInit.Houlsby };
+        var config = (BottleneckConfig)MethodRegistry.Get(method) with { Init = AdapterInit.Houlsby };
         using var model = Create(config);
         var batch = TinyBert.Batch(6, 9, 9);
         using var noGrad = no_grad();
-        using var expected = BaseHidden(model, batch);
-        using var actual = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        using var expected = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        using var actual = model.Encode(batch.Ids, batch.Mask, batch.Types);
         var relative = ((expected - actual).norm() / expected.norm()).item<float>();
         // A parallel adapter's output is scaled by s (4) on purpose, so its bar is s times wider.
         Assert.True(relative <= 1e-2 * config.Scaling, $"relative difference {relative}");
@@ -69,36 +48,24 @@ public class AdapterMethodTests
         // twelve sites compound: measured 1.2% (multihead) to 9% (parallel, scaled by 4) at the last layer.
         using var model = AdapterModel.FromPretrained(MiniLm.Load());
         manual_seed(4);
-        model.AddAdapter("task", Methods.Get(method) with { Init = AdapterInit.Houlsby }, TwoLabels);
+        model.AddAdapter("task", (BottleneckConfig)MethodRegistry.Get(method) with { Init = AdapterInit.Houlsby }, TwoLabels);
         model.eval();
         var encoding = MiniLm.Load().Tokenizer.Encode("a charming and often affecting journey");
         using var ids = tensor(encoding.InputIds.Select(i => (long)i).ToArray()).unsqueeze(0);
         using var mask = ones_like(ids);
         using var types = zeros_like(ids);
         using var noGrad = no_grad();
-        model.Active = null;
         using var expected = model.Bert.call(ids, mask, types);
         model.Active = "task";
-        using var actual = model.Bert.call(ids, mask, types);
+        using var actual = model.Encode(ids, mask, types);
         var relative = ((expected - actual).norm() / expected.norm()).item<float>();
         Assert.InRange(relative, 1e-3, 0.15);
     }
 
     [Fact]
-    public void Houlsby_trainable_parameters_follow_the_paper_formula()
-    {
-        using var model = Create(Methods.Houlsby);
-        var trained = model.TrainOnly("task");
-        int L = TinyBert.Config.NumHiddenLayers, d = TinyBert.Config.HiddenSize, m = 64;
-        long layerNorms = (2L * L + 1) * 2 * d;
-        long head = d * 2 + 2;
-        Assert.Equal(2L * L * (2L * m * d + m + d) + layerNorms + head, trained.Sum(p => p.Parameter.numel()));
-    }
-
-    [Fact]
     public void Adapter_keys_sit_under_their_site_and_removing_the_adapter_removes_them()
     {
-        using var model = Create(Methods.Houlsby, "sst2");
+        using var model = Create(BottleneckConfig.Houlsby, "sst2");
         var keys = StateDict.Tensors(model).Keys.ToHashSet();
         Assert.Contains("bert.encoder.layer.0.attention.output.adapters.sst2.down.weight", keys);
         Assert.Contains("bert.encoder.layer.1.output.adapters.sst2.up.bias", keys);
@@ -110,9 +77,21 @@ public class AdapterMethodTests
     }
 
     [Fact]
+    public void Adapter_file_keys_drop_the_adapter_name_and_the_bert_prefix()
+    {
+        using var model = Create(BottleneckConfig.Pfeiffer with { AdapterSize = 8 }, "sst2");
+        var keys = model.AdapterTensors("sst2").Keys.ToHashSet();
+        Assert.Contains("encoder.layer.0.output.adapter.down.weight", keys);
+        Assert.Contains("encoder.layer.0.attention.output.adapter.LayerNorm.weight", keys); // a LayerNorm copy alone
+        Assert.Contains("embeddings.adapter.LayerNorm.bias", keys);
+        Assert.Contains("head.classifier.weight", keys);
+        Assert.DoesNotContain(keys, k => k.Contains("sst2") || k.StartsWith("bert.", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Multihead_averages_heads_through_one_shared_up_projection()
     {
-        var config = Methods.MultiHead with { AdapterSize = 8, Heads = 4, Init = AdapterInit.Bert };
+        var config = BottleneckConfig.MultiHead with { AdapterSize = 8, Heads = 4, Init = AdapterInit.Bert };
         using var model = Create(config);
         var tensors = model.AdapterTensors("task");
         Assert.Equal(new long[] { 32, 32 }, tensors["encoder.layer.0.output.adapter.down.weight"].Shape); // H·m × d
@@ -122,9 +101,17 @@ public class AdapterMethodTests
     [Fact]
     public void Reverse_adapters_expand_to_twice_the_hidden_size()
     {
-        using var model = Create(Methods.Reverse);
+        using var model = Create(BottleneckConfig.Reverse);
         var tensors = model.AdapterTensors("task");
         Assert.Equal(new long[] { 64, 32 }, tensors["encoder.layer.0.output.adapter.down.weight"].Shape);
+    }
+
+    [Fact]
+    public void Weight_decay_skips_biases_and_layer_norms()
+    {
+        using var model = Create(BottleneckConfig.Houlsby);
+        var trained = model.TrainOnly("task");
+        Assert.All(trained, p => Assert.Equal(!(p.Key.EndsWith(".bias", StringComparison.Ordinal) || p.Key.Contains("LayerNorm", StringComparison.Ordinal)), p.Decay));
     }
 }
 
@@ -135,7 +122,7 @@ public class AdapterInitTests
     {
         using var weight = TorchSharp.torch.empty(256, 384);
         TorchSharp.torch.manual_seed(0);
-        AdapterSharp.Adapters.Adapter.TruncatedNormal(weight, std: 1e-2);
+        AdapterSharp.Adapters.Init.TruncatedNormal(weight, std: 1e-2);
         double std = weight.std().item<float>();
         double max = weight.abs().max().item<float>();
         double mean = weight.mean().item<float>();

@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Data;
 using AdapterSharp.Heads;
@@ -33,12 +34,12 @@ public class CompositionTests
         return model;
     }
 
-    static AdapterModel TwoAdapters(AdapterConfig? config = null)
+    static AdapterModel TwoAdapters(MethodConfig? config = null)
     {
         var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
         manual_seed(4);
-        model.AddAdapter("a", config ?? Methods.Houlsby with { AdapterSize = 8 }, TwoLabels);
-        model.AddAdapter("b", config ?? Methods.Houlsby with { AdapterSize = 8 }, TwoLabels);
+        model.AddAdapter("a", config ?? BottleneckConfig.Houlsby with { AdapterSize = 8 }, TwoLabels);
+        model.AddAdapter("b", config ?? BottleneckConfig.Houlsby with { AdapterSize = 8 }, TwoLabels);
         if (config is null)
             using (no_grad())
                 foreach (var (name, parameter) in model.named_parameters())
@@ -50,7 +51,7 @@ public class CompositionTests
     static Tensor Hidden(AdapterModel model, int seed = 5)
     {
         var batch = TinyBert.Batch(seed, 7, 4);
-        return model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        return model.Encode(batch.Ids, batch.Mask, batch.Types);
     }
 
     static float MaxDifference(Tensor x, Tensor y) => (x - y).abs().max().item<float>();
@@ -64,14 +65,16 @@ public class CompositionTests
         using var sublayer = randn(2, 5, 32);
         using var residual = randn(2, 5, 32);
         using var noGrad = no_grad();
+        using var alone = new ForwardPass();
         var a = output.Adapters["a"];
         var b = output.Adapters["b"];
-        using var afterA = sublayer + a.call(sublayer);
-        using var afterB = afterA + b.call(afterA);
+        using var afterA = sublayer + a.Delta(sublayer, residual, alone)!;
+        using var afterB = afterA + b.Delta(afterA, residual, alone)!;
         using var expected = b.LayerNorm!.call(afterB + residual); // the last adapter's own LayerNorm
 
         model.Composition = new Stack("a", "b");
-        using var actual = output.Adapters.Apply(sublayer, residual, output.LayerNorm, output.Fusion);
+        using var pass = model.NewPass();
+        using var actual = output.Adapters.Apply(sublayer, residual, output.LayerNorm, output.Fusion, pass);
 
         Assert.True(MaxDifference(expected, actual) <= 1e-6f);
     }
@@ -98,7 +101,7 @@ public class CompositionTests
     [Fact]
     public void A_stack_of_zero_init_adapters_gives_the_base_model_exactly()
     {
-        using var model = TwoAdapters(Methods.Houlsby with { AdapterSize = 8, Init = AdapterInit.Zero });
+        using var model = TwoAdapters(BottleneckConfig.Houlsby with { AdapterSize = 8, Init = AdapterInit.Zero });
         using var noGrad = no_grad();
         model.Active = null;
         using var expected = Hidden(model);
@@ -114,7 +117,11 @@ public class CompositionTests
         model.Composition = new Stack("a", "b");
         var trained = model.TrainOnly("b");
         Assert.Equal(new Stack("a", "b").Adapters, model.Composition!.Adapters);
-        Assert.All(trained, p => Assert.True(p.Name.Contains(".adapters.b.") || p.Name.StartsWith("heads.b."), p.Name));
+        // What b owns, by where it sits in the model: its modules at the sites and its head; nothing of a's.
+        var expected = model.named_parameters().Where(p => p.name.Contains(".adapters.b.") || p.name.StartsWith("heads.b.")).ToList();
+        Assert.Equal(expected.Count, trained.Count);
+        Assert.All(expected, e => Assert.Contains(trained, t => ReferenceEquals(t.Parameter, e.parameter)));
+        Assert.All(model.named_parameters(), p => Assert.Equal(expected.Any(e => e.name == p.name), p.parameter.requires_grad));
     }
 
     [Fact]
@@ -138,8 +145,8 @@ public class CompositionTests
     public void Fusion_goes_only_where_every_fused_adapter_has_a_bottleneck()
     {
         using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
-        model.AddAdapter("a", Methods.Houlsby with { AdapterSize = 8 }, TwoLabels);
-        model.AddAdapter("p", Methods.Pfeiffer with { AdapterSize = 8 }, TwoLabels); // FFN output only
+        model.AddAdapter("a", BottleneckConfig.Houlsby with { AdapterSize = 8 }, TwoLabels);
+        model.AddAdapter("p", BottleneckConfig.Pfeiffer with { AdapterSize = 8 }, TwoLabels); // FFN output only
         model.AddFusion("f", new FusionConfig { Adapters = ["a", "p"] }, TwoLabels);
         var keys = StateDict.Tensors(model).Keys.ToList();
         Assert.Contains("bert.encoder.layer.0.output.fusion.f.query.weight", keys);
@@ -159,12 +166,14 @@ public class CompositionTests
         manual_seed(9);
         using var sublayer = randn(2, 5, 32);
         using var residual = randn(2, 5, 32);
-        using var oa = sublayer + output.Adapters["a"].call(sublayer);
-        using var ob = sublayer + output.Adapters["b"].call(sublayer);
+        using var alone = new ForwardPass();
+        using var oa = sublayer + output.Adapters["a"].Delta(sublayer, residual, alone)!;
+        using var ob = sublayer + output.Adapters["b"].Delta(sublayer, residual, alone)!;
         using var expected = fusion.LayerNorm.call((oa + ob) / 2 + residual);
 
         model.ActivateFusion("f");
-        using var actual = output.Adapters.Apply(sublayer, residual, output.LayerNorm, output.Fusion);
+        using var pass = model.NewPass();
+        using var actual = output.Adapters.Apply(sublayer, residual, output.LayerNorm, output.Fusion, pass);
 
         Assert.True(MaxDifference(expected, actual) <= 1e-3f, $"max difference {MaxDifference(expected, actual)}");
     }

@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,22 +21,21 @@ public class MixedBatchTests
     {
         var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
         manual_seed(4);
-        Add(model, "h8", Methods.Houlsby with { AdapterSize = 8 }, HeadConfig.Classification(["a", "b"]));
-        Add(model, "h16", Methods.Houlsby with { AdapterSize = 16, Layers = [1] }, HeadConfig.Classification(["a", "b", "c"]));
-        Add(model, "pf", Methods.Pfeiffer with { AdapterSize = 12, NonLinearity = "gelu" }, HeadConfig.Regression());
-        Add(model, "par", Methods.Parallel with { AdapterSize = 8, NonLinearity = "tanh" }, HeadConfig.Classification(["a", "b", "c", "d"]));
-        Add(model, "mh", Methods.MultiHead with { AdapterSize = 4, Heads = 4, NonLinearity = "swish" }, HeadConfig.Classification(["a", "b"]));
-        Add(model, "ln", Methods.LayerNorm, HeadConfig.Classification(["a", "b", "c"]));
+        Add(model, "h8", BottleneckConfig.Houlsby with { AdapterSize = 8 }, HeadConfig.Classification(["a", "b"]));
+        Add(model, "h16", BottleneckConfig.Houlsby with { AdapterSize = 16, Layers = [1] }, HeadConfig.Classification(["a", "b", "c"]));
+        Add(model, "pf", BottleneckConfig.Pfeiffer with { AdapterSize = 12, NonLinearity = "gelu" }, HeadConfig.Regression());
+        Add(model, "par", BottleneckConfig.ParallelAdapter with { AdapterSize = 8, NonLinearity = "tanh" }, HeadConfig.Classification(["a", "b", "c", "d"]));
+        Add(model, "mh", BottleneckConfig.MultiHead with { AdapterSize = 4, Heads = 4, NonLinearity = "swish" }, HeadConfig.Classification(["a", "b"]));
+        Add(model, "ln", BaselineConfig.LayerNorm, HeadConfig.Classification(["a", "b", "c"]));
         return model;
     }
 
-    static void Add(AdapterModel model, string name, AdapterConfig config, HeadConfig head)
+    static void Add(AdapterModel model, string name, MethodConfig config, HeadConfig head)
     {
-        model.AddAdapter(name, config with { Init = AdapterInit.Bert }, head);
+        model.AddAdapter(name, config is BottleneckConfig bottleneck ? bottleneck with { Init = AdapterInit.Bert } : config, head);
         using var noGrad = no_grad();
-        foreach (var (path, parameter) in model.named_parameters())
-            if (model.IsTrainedBy(name, path))
-                parameter.add_(randn_like(parameter) * 0.05);
+        foreach (var tensor in model.Record(name).Tensors)
+            tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.05);
         model.FreezeAll();
         model.eval();
     }
@@ -48,7 +48,7 @@ public class MixedBatchTests
         model.Active = name;
         try
         {
-            var hidden = model.Bert.Encode(Cut(batch.Ids), Cut(batch.Mask), Cut(batch.Types)); // (1, length, d)
+            var hidden = model.Encode(Cut(batch.Ids), Cut(batch.Mask), Cut(batch.Types)); // (1, length, d)
             var logits = name is null ? null : model.Logits(Cut(batch.Ids), Cut(batch.Mask), Cut(batch.Types)); // (1, labels)
             return (hidden[0], logits?[0]);
         }
@@ -99,7 +99,7 @@ public class MixedBatchTests
         var batch = TinyBert.Batch(12, Lengths);
         using var noGrad = no_grad();
         using var mixed = model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, Rows);
-        using var plain = model.Bert.Encode(batch.Ids, batch.Mask, batch.Types);
+        using var plain = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
         using var allNone = model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, new string?[Rows.Length]);
         for (int row = 0; row < Rows.Length; row++)
             if (Rows[row] is null)
@@ -112,11 +112,11 @@ public class MixedBatchTests
     {
         // Without LayerNorm copies the sites keep the base's fused LayerNorm, and a none row's delta is exactly 0.
         using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
-        Add(model, "pf", Methods.Pfeiffer with { AdapterSize = 12, TrainLayerNorms = false }, HeadConfig.Regression());
+        Add(model, "pf", BottleneckConfig.Pfeiffer with { AdapterSize = 12, TrainLayerNorms = false }, HeadConfig.Regression());
         var batch = TinyBert.Batch(13, 5, 8, 3);
         using var noGrad = no_grad();
         using var mixed = model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, [null, "pf", null]);
-        using var plain = model.Bert.Encode(batch.Ids, batch.Mask, batch.Types);
+        using var plain = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
         Assert.Equal(0f, MaxDiff(mixed[0], plain[0]));
         Assert.Equal(0f, MaxDiff(mixed[2], plain[2]));
         Assert.True(MaxDiff(mixed[1], plain[1]) > 1e-3f);
@@ -136,7 +136,7 @@ public class MixedBatchTests
         var withoutPf = Rows.Select(r => r == "pf" ? "mh" : r).ToArray();
         AssertRowsMatchAlone(model, withoutPf);
 
-        Add(model, "new", Methods.Pfeiffer with { AdapterSize = 24, NonLinearity = "identity" }, HeadConfig.Classification(["x", "y"]));
+        Add(model, "new", BottleneckConfig.Pfeiffer with { AdapterSize = 24, NonLinearity = "identity" }, HeadConfig.Classification(["x", "y"]));
         AssertRowsMatchAlone(model, withoutPf.Select(r => r == "h8" ? "new" : r).ToArray());
     }
 
@@ -146,9 +146,8 @@ public class MixedBatchTests
         using var model = Create();
         using var noGrad = no_grad();
         AssertRowsMatchAlone(model, Rows);
-        foreach (var (path, parameter) in model.named_parameters())
-            if (model.IsTrainedBy("par", path))
-                parameter.add_(0.1);
+        foreach (var tensor in model.Record("par").Tensors)
+            tensor.Parameter.add_(0.1);
         model.InvalidateRowStacks();
         AssertRowsMatchAlone(model, Rows);
     }
@@ -159,7 +158,7 @@ public class MixedBatchTests
         // Full and top-k write into the shared base, so they are refused as soon as other adapters are loaded:
         // they never reach a mixed batch.
         using var model = Create();
-        var error = Assert.Throws<ArgumentException>(() => model.AddAdapter("ft", Methods.Full, HeadConfig.Classification(["a", "b"])));
+        var error = Assert.Throws<ArgumentException>(() => model.AddAdapter("ft", BaselineConfig.Full, HeadConfig.Classification(["a", "b"])));
         Assert.Contains("'ft' (full) changes base weights", error.Message);
         Assert.DoesNotContain("ft", model.Adapters.Keys);
         AssertRowsMatchAlone(model, Rows);
@@ -174,9 +173,8 @@ public class MixedBatchTests
         var rows = Rows.Select(r => r == "ln" ? "nope" : r).ToArray();
         Assert.Contains("no adapter named 'nope'", Assert.Throws<ArgumentException>(() => model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, rows)).Message);
         Assert.Throws<ArgumentException>(() => model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, ["h8"]));
-        Assert.Null(model.Bert.Context.RowAdapters);
         using var hidden = model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, Rows);
-        Assert.Null(model.Bert.Context.RowAdapters);
+        AssertRowsMatchAlone(model, Rows);
     }
 
     [Fact]
@@ -196,7 +194,7 @@ public class MixedBatchTests
     public void Bfloat16_products_run_per_row_too()
     {
         using var model = Create();
-        model.Bert.UseMatmulType(ScalarType.BFloat16);
+        model.UseMatmulType(ScalarType.BFloat16);
         var batch = TinyBert.Batch(11, Lengths);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();

@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using static TorchSharp.torch;
 
@@ -10,7 +11,7 @@ public class TrainingModeTests
     public void Dropout_is_active_in_training_mode_and_off_in_eval_mode_everywhere_including_heads_and_adapters()
     {
         using var model = new AdapterModel(TinyBert.Create(seed: 1, addPooler: false));
-        model.AddAdapter("t", Methods.Houlsby with { Init = AdapterInit.Bert }, HeadConfig.Classification(["a", "b"]));
+        model.AddAdapter("t", BottleneckConfig.Houlsby with { Init = AdapterInit.Bert }, HeadConfig.Classification(["a", "b"]));
         model.Active = "t";
         var (ids, mask, types) = TinyBert.Batch(3, 6, 4);
         using var noGrad = no_grad();

@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Benchmarks;
 using AdapterSharp.Heads;
 using AdapterSharp.Model;
@@ -30,11 +31,11 @@ public sealed class CudaTests
     static readonly HeadConfig TwoLabels = HeadConfig.Classification(["a", "b"]);
 
     // Dropout off, so that a replayed step and an eager one compute the same thing.
-    static AdapterModel Model(AdapterConfig? method = null)
+    static AdapterModel Model(MethodConfig? method = null)
     {
         manual_seed(0);
         var model = new AdapterModel(new BertModel(TinyBert.Config with { HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0 }, addPooler: false));
-        model.AddAdapter("task", method ?? Methods.Houlsby, TwoLabels);
+        model.AddAdapter("task", method ?? BottleneckConfig.Houlsby, TwoLabels);
         model.to(CUDA);
         return model;
     }
@@ -50,7 +51,7 @@ public sealed class CudaTests
         var y = tensor(new long[] { 0, 1, 1, 0 }).to(CUDA);
 
         FlatAdamW Optimizer(AdapterModel model) =>
-            new(model.TrainOnly("task").Select(p => (p.Parameter, !Trainer.NoDecay(p.Name))).ToList(), weightDecay: 0.01);
+            new(model.TrainOnly("task").Select(p => (p.Parameter, p.Decay)).ToList(), weightDecay: 0.01);
         using var eagerOptimizer = Optimizer(eager);
         using var graphedOptimizer = Optimizer(graphed);
         void Work(AdapterModel model, FlatAdamW optimizer)
@@ -98,37 +99,30 @@ public sealed class CudaTests
         var (ids, mask, types) = TinyBert.Batch(2, 9, 7, 9, 3);
         (Tensor Logits, Dictionary<string, Tensor> Gradients) Run(bool fused)
         {
-            CudaKernels.Disabled = !fused;
             // A smooth non-linearity: with ReLU, the down-projections' gradients jump where a pre-activation near
             // zero changes sign, which the fused path's more exact sum can do (36% on one of them, as the same
             // arithmetic in operators gives on the CPU; 0.7% with swish there).
-            using var model = Model(Methods.Houlsby with { NonLinearity = "swish" });
+            using var model = Model(BottleneckConfig.Houlsby with { NonLinearity = "swish" });
+            model.Bert.Kernels = fused ? FusedKernels.On : FusedKernels.Off;
             var trained = model.TrainOnly("task"); // as training does: the base frozen, then stored in bf16
-            model.Bert.UseMatmulType(ScalarType.BFloat16);
+            model.UseMatmulType(ScalarType.BFloat16);
             long passes = AddNorm.KernelPasses;
             using var scope = NewDisposeScope();
             var logits = model.Logits(ids.to(CUDA), mask.to(CUDA), types.to(CUDA)).to_type(ScalarType.Float32);
             logits.square().sum().backward();
             Assert.Equal(fused, AddNorm.KernelPasses > passes); // 2 layers × 2 sites each way
-            var gradients = trained.ToDictionary(p => p.Name, p => p.Parameter.grad!.cpu().DetachFromDisposeScope());
+            var gradients = trained.ToDictionary(p => p.Key, p => p.Parameter.grad!.cpu().DetachFromDisposeScope());
             return (logits.cpu().DetachFromDisposeScope(), gradients);
         }
-        try
-        {
-            var (fusedLogits, fusedGradients) = Run(fused: true);
-            var (logits, gradients) = Run(fused: false);
-            // bf16 products: the fused path sums a + b + residual in fp32 where the unfused one rounds a + b to bf16.
-            static double Relative(Tensor x, Tensor reference) =>
-                (x - reference).abs().max().item<float>() / Math.Max(reference.abs().max().item<float>(), 1e-12);
-            Assert.True(Relative(fusedLogits, logits) <= 2e-2, $"logits: {Relative(fusedLogits, logits)}");
-            Assert.Equal(gradients.Keys.Order(), fusedGradients.Keys.Order());
-            foreach (var (name, gradient) in gradients)
-                Assert.True(Relative(fusedGradients[name], gradient) <= 2e-2, $"{name}: {Relative(fusedGradients[name], gradient)}");
-        }
-        finally
-        {
-            CudaKernels.Disabled = false;
-        }
+        var (fusedLogits, fusedGradients) = Run(fused: true);
+        var (logits, gradients) = Run(fused: false);
+        // bf16 products: the fused path sums a + b + residual in fp32 where the unfused one rounds a + b to bf16.
+        static double Relative(Tensor x, Tensor reference) =>
+            (x - reference).abs().max().item<float>() / Math.Max(reference.abs().max().item<float>(), 1e-12);
+        Assert.True(Relative(fusedLogits, logits) <= 2e-2, $"logits: {Relative(fusedLogits, logits)}");
+        Assert.Equal(gradients.Keys.Order(), fusedGradients.Keys.Order());
+        foreach (var (name, gradient) in gradients)
+            Assert.True(Relative(fusedGradients[name], gradient) <= 2e-2, $"{name}: {Relative(fusedGradients[name], gradient)}");
     }
 
     [CudaFact]

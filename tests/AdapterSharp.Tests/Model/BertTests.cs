@@ -26,7 +26,8 @@ public class BertTests
         var linear = nn.Linear(7, 4, hasBias: withBias);
         var x = randn(shape);
         var expected = linear.call(x);
-        var actual = new ForwardContext().Project(linear, x);
+        using var pass = new ForwardPass();
+        var actual = pass.Project(linear, x);
         Assert.Equal(expected.shape, actual.shape);
         Assert.True((expected - actual).abs().max().item<float>() < 1e-6f);
     }
@@ -39,15 +40,16 @@ public class BertTests
         var (ids, _, types) = TinyBert.Batch(2, 6, 6);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        using var pass = model.BarePass();
         var input = randn(2, 6, TinyBert.Config.HiddenSize);
         int alive = scope.DisposablesCount;
-        var output = model.Encoder.call(input, null!);
+        var output = model.Encoder.call(input, null, pass);
         // The caller's input is still usable, and only the output joined the caller's scope: the hidden states
         // between layers (and every layer's intermediates) were disposed on the way.
         Assert.Equal(input.shape, output.shape);
         Assert.Equal(alive + 1, scope.DisposablesCount);
         Assert.False(input.IsInvalid);
-        Assert.True(model.Encode(ids, null, types).shape.SequenceEqual(new long[] { 2, 6, TinyBert.Config.HiddenSize }));
+        Assert.True(model.Encode(ids, null, types, pass).shape.SequenceEqual(new long[] { 2, 6, TinyBert.Config.HiddenSize }));
     }
 
     [CpuOnlyFact]

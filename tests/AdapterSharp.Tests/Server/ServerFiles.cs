@@ -2,6 +2,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Data;
 using AdapterSharp.Heads;
@@ -31,11 +32,11 @@ static class ServerFiles
     public static string Root => Files.Value.Root;
     public static string Outside => Files.Value.Outside;
 
-    public static readonly (string Name, AdapterConfig Config, HeadConfig Head)[] Adapters =
+    public static readonly (string Name, MethodConfig Config, HeadConfig Head)[] Adapters =
     [
-        ("sent", Methods.Houlsby, HeadConfig.Classification(["neg", "pos"])),
-        ("topic", Methods.Pfeiffer with { AdapterSize = 8 }, HeadConfig.Classification(["a", "b", "c"])),
-        ("score", Methods.Houlsby with { AdapterSize = 4 }, HeadConfig.Regression()),
+        ("sent", BottleneckConfig.Houlsby, HeadConfig.Classification(["neg", "pos"])),
+        ("topic", BottleneckConfig.Pfeiffer with { AdapterSize = 8 }, HeadConfig.Classification(["a", "b", "c"])),
+        ("score", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.Regression()),
     ];
 
     public static string AdapterDir(string name) => Path.Combine(Root, name);
@@ -53,8 +54,7 @@ static class ServerFiles
             // Random heads alone would leave the adapters near identity; move every adapter tensor off its init
             // so that each adapter computes something of its own.
             using (no_grad())
-                foreach (var (path, parameter) in adapterModel.named_parameters())
-                    if (adapterModel.IsTrainedBy(name, path)) parameter.add_(randn_like(parameter) * 0.2);
+                foreach (var tensor in adapterModel.Record(name).Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.2);
             var manifest = new AdapterManifest
             {
                 Name = name, Config = config, Head = head, BaseModel = BaseModelIdentity.Of(encoder), Task = "tiny", MaxLength = 32,
@@ -83,7 +83,7 @@ static class ServerFiles
         {
             using var model = AdapterModel.FromPretrained(encoder);
             manual_seed(seed);
-            foreach (var (name, _) in parts) model.AddAdapter(name, Methods.Houlsby with { AdapterSize = 4 }, head);
+            foreach (var (name, _) in parts) model.AddAdapter(name, BottleneckConfig.Houlsby with { AdapterSize = 4 }, head);
             model.AddFusion(fusionName, new FusionConfig { Adapters = [.. parts.Select(p => p.Name)] }, head);
             using (no_grad())
                 foreach (var (_, parameter) in model.named_parameters()) parameter.add_(randn_like(parameter) * 0.1);
@@ -107,7 +107,7 @@ static class ServerFiles
         using (var model = AdapterModel.FromPretrained(encoder))
         {
             manual_seed(9);
-            var config = Methods.Houlsby with { AdapterSize = 4 };
+            var config = BottleneckConfig.Houlsby with { AdapterSize = 4 };
             model.AddAdapter("sa", config, head);
             model.AddAdapter("st", config, head);
             using (no_grad())
@@ -126,13 +126,13 @@ static class ServerFiles
         using (var model = AdapterModel.FromPretrained(encoder))
         {
             manual_seed(10);
-            model.AddAdapter("fullx", Methods.Full, head);
+            model.AddAdapter("fullx", BaselineConfig.Full, head);
             using (no_grad())
                 foreach (var (_, parameter) in model.named_parameters()) parameter.add_(randn_like(parameter) * 0.5);
             string lowerDir = Path.Combine(Root, "stack-parts", "fullx"), topDir = Path.Combine(Root, "sf");
-            AdapterFiles.Save(lowerDir, new AdapterManifest { Name = "fullx", Config = Methods.Full, Head = head, BaseModel = identity, MaxLength = 32 },
+            AdapterFiles.Save(lowerDir, new AdapterManifest { Name = "fullx", Config = BaselineConfig.Full, Head = head, BaseModel = identity, MaxLength = 32 },
                 model.AdapterTensors("fullx"));
-            var config = Methods.Houlsby with { AdapterSize = 4 };
+            var config = BottleneckConfig.Houlsby with { AdapterSize = 4 };
             using var top = AdapterModel.FromPretrained(encoder);
             top.AddAdapter("sf", config, head);
             AdapterFiles.Save(topDir, new AdapterManifest

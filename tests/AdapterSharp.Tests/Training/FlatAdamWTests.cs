@@ -1,4 +1,5 @@
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Heads;
 using AdapterSharp.Training;
 using TorchSharp;
@@ -15,7 +16,7 @@ public class FlatAdamWTests
     {
         var model = new AdapterModel(TinyBert.Create(seed: 9, addPooler: false));
         manual_seed(10);
-        model.AddAdapter("t", Methods.Houlsby, HeadConfig.Classification(["a", "b"]));
+        model.AddAdapter("t", BottleneckConfig.Houlsby, HeadConfig.Classification(["a", "b"]));
         model.eval(); // no dropout: both runs see the same function
         return model;
     }
@@ -37,10 +38,10 @@ public class FlatAdamWTests
         static bool Decay(string n) => !n.EndsWith(".bias", StringComparison.Ordinal) && !n.Contains("LayerNorm", StringComparison.Ordinal);
         using var adamw = optim.AdamW(
         [
-            new AdamW.ParamGroup(referenceParams.Where(p => Decay(p.Name)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0.01 }),
-            new AdamW.ParamGroup(referenceParams.Where(p => !Decay(p.Name)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
+            new AdamW.ParamGroup(referenceParams.Where(p => Decay(p.Key)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0.01 }),
+            new AdamW.ParamGroup(referenceParams.Where(p => !Decay(p.Key)).Select(p => p.Parameter), new AdamW.Options { weight_decay = 0 }),
         ], lr: 1e-3);
-        using var optimizer = new FlatAdamW(flatParams.Select(p => (p.Parameter, Decay(p.Name))).ToList(), weightDecay: 0.01,
+        using var optimizer = new FlatAdamW(flatParams.Select(p => (p.Parameter, Decay(p.Key))).ToList(), weightDecay: 0.01,
             chunkElements: chunkElements);
 
         var (ids, mask, types) = TinyBert.Batch(11, 7, 5, 6, 4);
@@ -65,7 +66,7 @@ public class FlatAdamWTests
         for (int i = 0; i < referenceParams.Count; i++)
         {
             var difference = (referenceParams[i].Parameter - flatParams[i].Parameter).abs().max().item<float>();
-            Assert.True(difference < 1e-6, $"{referenceParams[i].Name}: max difference {difference}");
+            Assert.True(difference < 1e-6, $"{referenceParams[i].Key}: max difference {difference}");
         }
     }
 
@@ -95,9 +96,9 @@ public class FlatAdamWTests
             F.cross_entropy(twice.call(ids, mask, types), labels).backward();
             F.cross_entropy(twice.call(ids, mask, types), labels).backward();
         }
-        var once = single.TrainOnly("t").ToDictionary(p => p.Name, p => p.Parameter);
+        var once = single.TrainOnly("t").ToDictionary(p => p.Key, p => p.Parameter);
         int compared = 0;
-        foreach (var (name, parameter) in twice.TrainOnly("t"))
+        foreach (var (name, parameter, _) in twice.TrainOnly("t"))
         {
             using var g = once[name].grad!;
             using var accumulated = parameter.grad!;

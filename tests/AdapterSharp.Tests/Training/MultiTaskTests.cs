@@ -1,5 +1,6 @@
 using System.Globalization;
 using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
 using AdapterSharp.Checkpoints;
 using AdapterSharp.Data;
 using AdapterSharp.Heads;
@@ -32,12 +33,12 @@ public class MultiTaskTests
             new TrainingTask("length", Encode(LengthExamples(lengthCount, 3), Length), Encode(LengthExamples(32, 4), Length), ["pearson", "spearman"]));
     }
 
-    static AdapterModel Model(AdapterConfig? method = null)
+    static AdapterModel Model(MethodConfig? method = null)
     {
         var model = new AdapterModel(TinyBert.Create(3, addPooler: false));
         manual_seed(7);
-        model.AddAdapter("sentiment", method ?? Methods.Houlsby, Sentiment);
-        model.AddAdapter("length", method ?? Methods.Houlsby, Length);
+        model.AddAdapter("sentiment", method ?? BottleneckConfig.Houlsby, Sentiment);
+        model.AddAdapter("length", method ?? BottleneckConfig.Houlsby, Length);
         return model;
     }
 
@@ -178,8 +179,8 @@ public class MultiTaskTests
         using (var model = AdapterModel.FromPretrained(encoder))
         {
             manual_seed(1);
-            model.AddAdapter("sentiment", Methods.Houlsby, Sentiment);
-            model.AddAdapter("length", Methods.Pfeiffer, Length);
+            model.AddAdapter("sentiment", BottleneckConfig.Houlsby, Sentiment);
+            model.AddAdapter("length", BottleneckConfig.Pfeiffer, Length);
             new Trainer(model, Quick with { Epochs = 1 }, CPU).TrainTasks([sentiment, length]);
             foreach (var (task, head) in new[] { (sentiment, Sentiment), (length, Length) })
             {
@@ -210,13 +211,13 @@ public class MultiTaskTests
     public void Adapters_that_change_the_base_cannot_train_together()
     {
         using var model = new AdapterModel(TinyBert.Create(3, addPooler: false));
-        model.AddAdapter("full", Methods.Get("full"), Sentiment);
-        var error = Assert.Throws<ArgumentException>(() => model.AddAdapter("other", Methods.Houlsby, Sentiment));
+        model.AddAdapter("full", MethodRegistry.Get("full"), Sentiment);
+        var error = Assert.Throws<ArgumentException>(() => model.AddAdapter("other", BottleneckConfig.Houlsby, Sentiment));
         Assert.Contains("changed the base weights", error.Message);
 
         var request = new TrainRequest
         {
-            Method = Methods.Get("full"),
+            Method = MethodRegistry.Get("full"),
             Tasks = [new DataRequest { Task = "mrpc", DataDir = "/no/such" }, new DataRequest { Task = "stsb", DataDir = "/no/such" }],
         };
         var jobError = Assert.Throws<ArgumentException>(() => TrainingJob.RunMultiTask(request));

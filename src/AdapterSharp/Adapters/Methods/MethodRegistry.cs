@@ -1,0 +1,40 @@
+namespace AdapterSharp.Adapters.Methods;
+
+/// <summary>
+/// Every tuning method, in one place: adding a method means a folder under <c>Adapters/Methods/</c> and one line in
+/// <see cref="All"/>. <c>--method</c> names resolve here, and <c>adapter_config.json</c> is read by its method key.
+/// </summary>
+public static class MethodRegistry
+{
+    static readonly AdapterMethod[] All =
+    [
+        new BottleneckMethod(),
+        new BaselineMethod(),
+    ];
+
+    static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
+        All.SelectMany(m => m.Presets.Select(p => (p.Method, (m, p)))).ToDictionary(e => e.Method, e => e.Item2, StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Every preset, in registry order.</summary>
+    public static IReadOnlyList<MethodConfig> Presets { get; } = All.SelectMany(m => m.Presets).ToArray();
+
+    public static string Names => string.Join(", ", Presets.Select(p => p.Method));
+
+    /// <summary>The preset named <paramref name="name"/> (any case), or an <see cref="ArgumentException"/> listing them.</summary>
+    public static MethodConfig Get(string name) =>
+        ByName.TryGetValue(name, out var entry) ? entry.Preset
+            : throw new ArgumentException($"--method: unknown method '{name}' (expected one of {Names})");
+
+    /// <summary>The record type that configurations named <paramref name="name"/> have, or null for an unknown name.</summary>
+    public static Type? ConfigType(string name) => ByName.TryGetValue(name, out var entry) ? entry.Method.ConfigType : null;
+
+    /// <summary>The method that injects <paramref name="config"/>.</summary>
+    public static AdapterMethod For(MethodConfig config)
+    {
+        if (!ByName.TryGetValue(config.Method, out var entry))
+            throw new ArgumentException($"unknown method '{config.Method}' (expected one of {Names})");
+        if (!entry.Method.ConfigType.IsInstanceOfType(config))
+            throw new ArgumentException($"method '{config.Method}' takes a {entry.Method.ConfigType.Name}, not a {config.GetType().Name}");
+        return entry.Method;
+    }
+}

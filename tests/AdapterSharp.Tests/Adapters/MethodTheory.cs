@@ -1,0 +1,206 @@
+using AdapterSharp.Adapters;
+using AdapterSharp.Adapters.Methods;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Data;
+using AdapterSharp.Heads;
+using AdapterSharp.Tests.Cli;
+using AdapterSharp.Training;
+using static TorchSharp.torch;
+
+namespace AdapterSharp.Tests.Adapters;
+
+/// <summary>
+/// One case of the method theory: a method as the command line picks it, its configuration, the configuration
+/// whose start is exactly the base model (null where the method has none), which model tensors training must
+/// change (written out here, not read from the model's ownership record), and its trainable parameter count on
+/// TinyBert (a formula written out here).
+/// </summary>
+public sealed record MethodCase(string Name, string[] Cli, MethodConfig Config, MethodConfig? IdentityStart, IReadOnlyList<string> Trained, long Parameters)
+{
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// Every method through the same assertions, on TinyBert (2 layers, d = 32, FFN 64, vocabulary 100, 64 positions,
+/// 2 token types) with a 2-label head and adapter name "task": an identity start equals the base model; training
+/// changes exactly the method's tensors; save → load predicts identically; <c>params</c> counts what a formula says.
+/// </summary>
+[Collection(SequentialCollection.Name)]
+public class MethodTheory
+{
+    const int D = 32, L = 2, I = 64, V = 100, P = 64, T = 2;
+    const long Head = D * 2 + 2;
+    const long LayerNorm = 2 * D;
+
+    /// <summary>A bottleneck d → heads·m → d: down (heads·m × d + heads·m), up (d × m + d).</summary>
+    static long Bottleneck(long m, long heads = 1) => heads * m * D + heads * m + m * D + D;
+
+    static readonly string[] BaseLayerParts =
+    [
+        "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "attention.output.LayerNorm",
+        "intermediate.dense", "output.dense", "output.LayerNorm",
+    ];
+
+    const long BaseLayer = 4 * (D * D + D) + LayerNorm + (D * I + I) + (I * D + D) + LayerNorm;
+    const long BaseEmbeddings = (V + P + T) * D + LayerNorm;
+
+    static IEnumerable<string> WeightAndBias(string prefix) => [$"{prefix}.weight", $"{prefix}.bias"];
+
+    static IEnumerable<string> HeadKeys => WeightAndBias("heads.task.classifier");
+
+    /// <summary>Adapter parts at the attention-output ("attention.output") or FFN-output ("output") site of a layer.</summary>
+    static IEnumerable<string> AtSite(int layer, string site, params string[] parts) =>
+        parts.SelectMany(p => WeightAndBias($"bert.encoder.layer.{layer}.{site}.adapters.task.{p}"));
+
+    static IEnumerable<string> EmbeddingLayerNorm => WeightAndBias("bert.embeddings.adapters.task.LayerNorm");
+
+    static IEnumerable<string> BaseLayerKeys(int layer) => BaseLayerParts.SelectMany(p => WeightAndBias($"bert.encoder.layer.{layer}.{p}"));
+
+    static IEnumerable<string> BaseEmbeddingKeys =>
+    [
+        "bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight", "bert.embeddings.token_type_embeddings.weight",
+        .. WeightAndBias("bert.embeddings.LayerNorm"),
+    ];
+
+    static IEnumerable<int> Layers => Enumerable.Range(0, L);
+
+    public static IEnumerable<MethodCase> Cases()
+    {
+        var houlsby = BottleneckConfig.Houlsby;
+        yield return new MethodCase("houlsby", ["--method", "houlsby"], houlsby, houlsby with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "down", "up", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))), .. HeadKeys],
+            2 * L * Bottleneck(64) + (2 * L + 1) * LayerNorm + Head);
+
+        var pfeiffer = BottleneckConfig.Pfeiffer with { AdapterSize = 16 };
+        yield return new MethodCase("pfeiffer", ["--method", "pfeiffer", "--adapter-size", "16"], pfeiffer, pfeiffer with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))), .. HeadKeys],
+            L * Bottleneck(16) + (2 * L + 1) * LayerNorm + Head);
+
+        var parallel = BottleneckConfig.ParallelAdapter with { AdapterSize = 8 };
+        yield return new MethodCase("parallel", ["--method", "parallel", "--adapter-size", "8"], parallel, parallel with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))), .. HeadKeys],
+            L * Bottleneck(8) + (2 * L + 1) * LayerNorm + Head);
+
+        var reverse = BottleneckConfig.Reverse; // m = d / 0.5
+        yield return new MethodCase("reverse", ["--method", "reverse"], reverse, reverse with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "down", "up", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))), .. HeadKeys],
+            2 * L * Bottleneck(2 * D) + (2 * L + 1) * LayerNorm + Head);
+
+        var multihead = BottleneckConfig.MultiHead with { AdapterSize = 8 }; // 4 heads
+        yield return new MethodCase("multihead", ["--method", "multihead", "--adapter-size", "8"], multihead, multihead with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "down", "up", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))), .. HeadKeys],
+            2 * L * Bottleneck(8, heads: 4) + (2 * L + 1) * LayerNorm + Head);
+
+        var lastLayers = BottleneckConfig.Houlsby with { AdapterSize = 8, Layers = [1], TrainLayerNorms = false };
+        yield return new MethodCase("houlsby-layer-1-frozen-norms", ["--method", "houlsby", "--adapter-size", "8", "--layers", "1", "--freeze-layer-norms"],
+            lastLayers, lastLayers with { Init = AdapterInit.Zero },
+            [.. AtSite(1, "attention.output", "down", "up"), .. AtSite(1, "output", "down", "up"), .. HeadKeys],
+            2 * Bottleneck(8) + Head);
+
+        yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
+            [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
+            BaseEmbeddings + L * BaseLayer + Head);
+
+        var topK = BaselineConfig.TopK with { TrainTopLayers = 1 };
+        yield return new MethodCase("top-k", ["--method", "top-k", "--top-k", "1"], topK, topK,
+            [.. BaseLayerKeys(1), .. HeadKeys],
+            BaseLayer + Head);
+
+        yield return new MethodCase("layernorm", ["--method", "layernorm"], BaselineConfig.LayerNorm, BaselineConfig.LayerNorm,
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "LayerNorm"))), .. HeadKeys],
+            (2 * L + 1) * LayerNorm + Head);
+
+        yield return new MethodCase("head", ["--method", "head"], BaselineConfig.Head, BaselineConfig.Head, [.. HeadKeys], Head);
+    }
+
+    public static TheoryData<MethodCase> All => new(Cases());
+
+    static readonly HeadConfig TwoLabels = HeadConfig.Classification(["neg", "pos"]);
+
+    static readonly Lazy<string> ModelDir = new(() => TinyTask.CreateModelDir(seed: 3));
+
+    static AdapterModel Create(MethodConfig config)
+    {
+        var model = TrainingJob.CreateModel(Pretrained.Load(ModelDir.Value), "task", config, TwoLabels, seed: 4);
+        model.eval();
+        return model;
+    }
+
+    static (EncodedDataset Train, EncodedDataset Dev) Data()
+    {
+        var tokenizer = TinyTask.Tokenizer();
+        return (EncodedDataset.Encode(TinyTask.Examples(128, 1), tokenizer, TwoLabels, 32, false, out _),
+            EncodedDataset.Encode(TinyTask.Examples(32, 2), tokenizer, TwoLabels, 32, false, out _));
+    }
+
+    static readonly TrainOptions OneEpoch = new() { Epochs = 1, BatchSize = 16, LearningRate = 1e-3, TimeBudget = null };
+
+    [Fact]
+    public void Every_registered_method_has_a_case()
+    {
+        var covered = Cases().Select(c => c.Config.Method).ToHashSet();
+        Assert.All(MethodRegistry.Presets, p => Assert.Contains(p.Method, covered));
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void An_identity_start_gives_the_base_model_outputs(MethodCase method)
+    {
+        if (method.IdentityStart is null) return;
+        using var model = Create(method.IdentityStart);
+        var batch = TinyBert.Batch(5, 7, 4, 9);
+        using var noGrad = no_grad();
+        using var expected = model.Bert.call(batch.Ids, batch.Mask, batch.Types);
+        using var actual = model.Encode(batch.Ids, batch.Mask, batch.Types);
+        var difference = (expected - actual).abs().max().item<float>();
+        Assert.True(difference <= 1e-6f, $"{method}: max difference {difference}");
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void Training_changes_exactly_the_methods_tensors(MethodCase method)
+    {
+        using var model = Create(method.Config);
+        var (train, dev) = Data();
+        var before = StateDict.Tensors(model).ToDictionary(kv => kv.Key, kv => StateDict.FromTensor(kv.Value).Bytes);
+        new Trainer(model, "task", OneEpoch, CPU).Train(train, dev, ["accuracy"]);
+        var after = StateDict.Tensors(model).ToDictionary(kv => kv.Key, kv => StateDict.FromTensor(kv.Value).Bytes);
+
+        var changed = before.Keys.Where(k => !before[k].AsSpan().SequenceEqual(after[k])).Order().ToList();
+        Assert.Equal(method.Trained.Order(), changed);
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void Save_then_load_gives_identical_predictions(MethodCase method)
+    {
+        var encoder = Pretrained.Load(ModelDir.Value);
+        var (train, dev) = Data();
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("adaptersharp-theory-").FullName, "adapter");
+        float[][] expected;
+        using (var model = Create(method.Config))
+        {
+            new Trainer(model, "task", OneEpoch, CPU).Train(train, dev, ["accuracy"]);
+            AdapterFiles.Save(dir, new AdapterManifest { Name = "task", Config = method.Config, Head = TwoLabels, BaseModel = BaseModelIdentity.Of(encoder) },
+                model.AdapterTensors("task"));
+            expected = Trainer.Predict(model, dev, 8, CPU);
+        }
+        using var fresh = AdapterModel.FromPretrained(encoder);
+        var manifest = AdapterFiles.Load(dir, fresh, BaseModelIdentity.Of(encoder));
+        Assert.Equal(method.Config.ToJson().ToJsonString(), manifest.Config.ToJson().ToJsonString());
+        fresh.Active = "task";
+        var actual = Trainer.Predict(fresh, dev, 8, CPU);
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i]);
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void Params_counts_what_the_formula_says(MethodCase method)
+    {
+        var result = CliRunner.Run(["params", "--model", ModelDir.Value, .. method.Cli]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        long all = BaseEmbeddings + L * BaseLayer; // the base without its pooler
+        long total = method.Config.ModifiesBase ? all + Head : all + method.Parameters;
+        Assert.StartsWith($"trainable params: {method.Parameters:N0} || all params: {total:N0} ||", result.Stdout.Trim());
+    }
+}
