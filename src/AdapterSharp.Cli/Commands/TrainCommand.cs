@@ -44,6 +44,10 @@ static class TrainCommand
         var stack = new Option<string?>("--stack") { Description = "Train the new adapter on top of these frozen adapter folders (comma-separated, bottom first): Stack(DIR…, new)." };
         var fuse = new Option<string?>("--fuse") { Description = "With --method fusion: the adapter folders to fuse, comma-separated (DIR1,DIR2,…)." };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default 1e-3; 2e-5 for full and top-k)." };
+        var baseLr = new Option<double?>("--base-lr")
+        {
+            Description = "Peak learning rate of the base layers a method fine-tunes beside its own modules (--train-top-k; default 2e-5 there, else --lr).",
+        };
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
         var accumulation = new Option<int>("--grad-accum") { Description = "Batches per optimizer step.", DefaultValueFactory = _ => 1 };
@@ -62,7 +66,7 @@ static class TrainCommand
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
             model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
-            lr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fused, fuse, stack,
+            lr, baseLr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fused, fuse, stack,
         };
         method.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -107,7 +111,9 @@ static class TrainCommand
                 MaxLength = parse.GetValue(maxLength),
                 Options = new TrainOptions
                 {
-                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase ? 2e-5 : fusion ? 5e-5 : 1e-3),
+                    // The baselines fine-tune the base alone; a hybrid trains its own modules at the adapter rate and the base layers at the base rate.
+                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase && config is BaselineConfig ? 2e-5 : fusion ? 5e-5 : 1e-3),
+                    BaseLearningRate = parse.GetValue(baseLr) ?? (config.ModifiesBase && config is not BaselineConfig ? 2e-5 : null),
                     Epochs = parse.GetValue(epochs),
                     BatchSize = parse.GetValue(batch),
                     GradientAccumulation = parse.GetValue(accumulation),

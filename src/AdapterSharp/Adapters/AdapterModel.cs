@@ -195,7 +195,7 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         {
             var parameter = tensor.Parameter;
             parameter.requires_grad = true;
-            trained.Add(new TrainedParameter(tensor.Key, parameter, tensor.Decay));
+            trained.Add(new TrainedParameter(tensor.Key, parameter, tensor.Decay, tensor.OfBase));
         }
         return trained;
     }

@@ -138,16 +138,21 @@ public sealed class AdapterSet
         }
     }
 
-    /// <summary>The base parameters a config fine-tunes: all of them, or those of its top k layers.</summary>
+    /// <summary>
+    /// The base parameters a config fine-tunes: all of them, or those of its top k layers; but not base LayerNorms
+    /// that the adapter replaces with its own copies, which its passes never use.
+    /// </summary>
     void OwnBaseLayers(MethodConfig config, AdapterInjection injection)
     {
         if (!config.ModifiesBase) return;
+        var replaced = injection.ReplacedLayerNorms().ToHashSet(ReferenceEqualityComparer.Instance);
         var layers = bert.Encoder.Layers;
         var roots = config.TrainAllBase
             ? [("embeddings", (nn.Module)bert.Embeddings), ("encoder", bert.Encoder)]
             : Enumerable.Range(layers.Count - config.TrainTopLayers, config.TrainTopLayers).Select(i => ($"encoder.layer.{i}", (nn.Module)layers[i]));
         foreach (var (path, root) in roots)
             foreach (var (modulePath, module) in BertModel.BaseModules(path, root))
-                injection.OwnBase(modulePath, module);
+                if (!replaced.Contains(module))
+                    injection.OwnBase(modulePath, module);
     }
 }

@@ -9,9 +9,10 @@ namespace AdapterSharp.Adapters;
 /// <summary>
 /// One tensor an adapter owns: its key in the adapter's file (<c>encoder.layer.3.output.adapter.down.weight</c>),
 /// where it lives (a module and the parameter's name there, which survive moves between devices and types, where
-/// parameter objects do not), and whether weight decay applies to it.
+/// parameter objects do not), whether weight decay applies to it, and whether it is a base parameter that the adapter
+/// fine-tunes (full, top-k, a hybrid) rather than one of its own modules'.
 /// </summary>
-public sealed record OwnedTensor(string Key, nn.Module Owner, string Local, bool Decay)
+public sealed record OwnedTensor(string Key, nn.Module Owner, string Local, bool Decay, bool OfBase = false)
 {
     public Parameter Parameter => Owner.get_parameter(Local) ?? throw new InvalidOperationException($"'{Key}' is no longer in the model");
 
@@ -19,8 +20,11 @@ public sealed record OwnedTensor(string Key, nn.Module Owner, string Local, bool
     public static bool DefaultDecay(nn.Module owner, string local) => owner is not LayerNorm && local != "bias";
 }
 
-/// <summary>A trainable tensor as the optimizer takes it: its file key, the parameter, and whether it decays.</summary>
-public readonly record struct TrainedParameter(string Key, Parameter Parameter, bool Decay);
+/// <summary>
+/// A trainable tensor as the optimizer takes it: its file key, the parameter, whether it decays, and whether it is a
+/// base parameter the adapter fine-tunes (which may take a learning rate of its own).
+/// </summary>
+public readonly record struct TrainedParameter(string Key, Parameter Parameter, bool Decay, bool OfBase = false);
 
 /// <summary>Everything one adapter (or fusion) put into the model and owns, as recorded when it was injected.</summary>
 public sealed class AdapterRecord(string name, IReadOnlyList<OwnedTensor> tensors, IReadOnlyList<(IAdapterContainer Container, nn.Module Module, string FileKey)> placements)
@@ -46,7 +50,7 @@ public sealed class AdapterInjection
     readonly NamedModules<nn.Module> shared;
     readonly List<OwnedTensor> tensors = [];
     readonly List<(IAdapterContainer, nn.Module, string)> placements = [];
-    readonly HashSet<SublayerSlot> taken = [];
+    readonly Dictionary<SublayerSlot, SublayerAdapter> taken = [];
 
     internal AdapterInjection(string name, BertModel bert, NamedModules<nn.Module> shared)
     {
@@ -72,7 +76,7 @@ public sealed class AdapterInjection
     public void Place(SublayerSlot slot, SublayerAdapter module)
     {
         Place(slot.Site, module, slot.FileKey);
-        taken.Add(slot);
+        taken[slot] = module;
     }
 
     /// <summary>Puts <paramref name="module"/> inside a projection; its parameters are keyed under the projection's file key.</summary>
@@ -94,7 +98,7 @@ public sealed class AdapterInjection
         foreach (var slot in SublayerSlots)
         {
             bool applies = slot.Kind == SlotKind.Embeddings ? config.Layers is null : config.AppliesToLayer(slot.Layer);
-            if (applies && !taken.Contains(slot)) Place(slot, new LayerNormCopy(slot.LayerNorm));
+            if (applies && !taken.ContainsKey(slot)) Place(slot, new LayerNormCopy(slot.LayerNorm));
         }
     }
 
@@ -106,18 +110,24 @@ public sealed class AdapterInjection
     }
 
     /// <summary>Records base parameters this adapter fine-tunes: every one of <paramref name="module"/>'s own, under <paramref name="path"/>.</summary>
-    internal void OwnBase(string path, nn.Module module)
+    internal void OwnBase(string path, nn.Module module) => OwnParameters(path, module, ofBase: true);
+
+    void OwnParameters(string path, nn.Module module, bool ofBase)
     {
         foreach (var (local, _) in module.named_parameters(recurse: false))
-            tensors.Add(new OwnedTensor($"{path}.{local}", module, local, OwnedTensor.DefaultDecay(module, local)));
+            tensors.Add(new OwnedTensor($"{path}.{local}", module, local, OwnedTensor.DefaultDecay(module, local), ofBase));
     }
 
     void Own(string prefix, nn.Module module)
     {
-        OwnBase(prefix, module);
+        OwnParameters(prefix, module, ofBase: false);
         foreach (var (name, child) in module.named_children())
             Own($"{prefix}.{name}", child);
     }
+
+    /// <summary>The base LayerNorms this adapter replaces with copies of its own: they take no part in its passes.</summary>
+    internal IEnumerable<nn.Module> ReplacedLayerNorms() =>
+        taken.Where(t => t.Value.LayerNorm is not null).Select(t => (nn.Module)t.Key.LayerNorm);
 
     internal AdapterRecord Seal() => new(Name, tensors.ToArray(), placements.ToArray());
 

@@ -31,13 +31,25 @@ public sealed class FlatAdamW : IDisposable
     readonly Tensor exp_avg;
     readonly Tensor exp_avg_sq;
     readonly long decayed; // the parameters with weight decay come first in the buffers: values[..decayed]
-    readonly Tensor scalars; // (3): 1 − lr·decay, −lr / (1 − β1^t), 1 / √(1 − β2^t)
+    readonly Tensor? rates; // per element, each parameter's learning rate as a multiple of the step's; null: all 1
+    readonly Tensor scalars; // (4): 1 − lr·decay, −lr / (1 − β1^t), 1 / √(1 − β2^t), lr·decay
     readonly double beta1, beta2, eps, weightDecay;
     long steps;
 
     /// <param name="parameters">Trainable parameters, each with whether weight decay applies to it.</param>
     /// <param name="chunkElements">At most this many elements per gathered gradient chunk.</param>
     public FlatAdamW(IReadOnlyList<(Parameter Parameter, bool Decay)> parameters, double weightDecay,
+        double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, long chunkElements = DefaultChunkElements)
+        : this(parameters.Select(p => (p.Parameter, p.Decay, 1.0)).ToList(), weightDecay, beta1, beta2, eps, chunkElements)
+    {
+    }
+
+    /// <param name="parameters">
+    /// Trainable parameters, each with whether weight decay applies to it and its learning rate as a multiple of the
+    /// step's (a group of its own, as in PyTorch's parameter groups: decay scales with it too).
+    /// </param>
+    /// <param name="chunkElements">At most this many elements per gathered gradient chunk.</param>
+    public FlatAdamW(IReadOnlyList<(Parameter Parameter, bool Decay, double RateScale)> parameters, double weightDecay,
         double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, long chunkElements = DefaultChunkElements)
     {
         if (parameters.Count == 0) throw new ArgumentException("nothing to optimize", nameof(parameters));
@@ -56,7 +68,12 @@ public sealed class FlatAdamW : IDisposable
         // Decayed parameters first, so that decay is one product over a prefix of the buffer (no mask to read).
         var layout = parameters.Where(p => p.Decay).Concat(parameters.Where(p => !p.Decay)).ToList();
         ordered = layout.Select(p => p.Parameter).ToArray();
-        foreach (var (parameter, decay) in layout)
+        if (layout.Any(p => p.RateScale != 1.0))
+        {
+            if (layout.Any(p => !(p.RateScale > 0))) throw new ArgumentException("learning-rate scales must be positive", nameof(parameters));
+            rates = cat(layout.Select(p => full(p.Parameter.numel(), p.RateScale, ScalarType.Float32, device)).ToArray());
+        }
+        foreach (var (parameter, decay, _) in layout)
         {
             if (parameter.dtype != ScalarType.Float32)
                 throw new ArgumentException($"trainable parameters must be float32, got {parameter.dtype}", nameof(parameters));
@@ -88,7 +105,7 @@ public sealed class FlatAdamW : IDisposable
             length += n;
         }
         chunks.Add((start, length, run.ToArray()));
-        scalars = zeros(3, ScalarType.Float32, device);
+        scalars = zeros(4, ScalarType.Float32, device);
         // The parameters' old storages are free now; on a GPU their blocks would stay cached, in sizes the
         // activations seldom fit. Hand them back.
         if (device.type == DeviceType.CUDA) Native.CudaAllocator.EmptyCache();
@@ -155,6 +172,7 @@ public sealed class FlatAdamW : IDisposable
         scalars.narrow(0, 0, 1).fill_(1 - learningRate * weightDecay);
         scalars.narrow(0, 1, 1).fill_(-learningRate / correction1);
         scalars.narrow(0, 2, 1).fill_(1 / Math.Sqrt(correction2));
+        scalars.narrow(0, 3, 1).fill_(learningRate * weightDecay);
     }
 
     /// <summary>The update with the scalars of the last <see cref="Prepare"/>; only device work, so it can be captured.</summary>
@@ -163,8 +181,13 @@ public sealed class FlatAdamW : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var parts = Gradients();
-        // Decoupled weight decay, on the decayed prefix only (not biases and LayerNorms).
-        if (weightDecay > 0 && decayed > 0) values.narrow(0, 0, decayed).mul_(scalars.narrow(0, 0, 1));
+        // Decoupled weight decay, on the decayed prefix only (not biases and LayerNorms): 1 − lr·decay, or per element
+        // 1 − lr·decay·scale where parameters have learning rates of their own.
+        if (weightDecay > 0 && decayed > 0)
+        {
+            if (rates is null) values.narrow(0, 0, decayed).mul_(scalars.narrow(0, 0, 1));
+            else values.narrow(0, 0, decayed).mul_(1 - rates.narrow(0, 0, decayed) * scalars.narrow(0, 3, 1));
+        }
         for (int i = 0; i < parts.Length; i++)
         {
             var (offset, length, _) = chunks[i];
@@ -172,7 +195,8 @@ public sealed class FlatAdamW : IDisposable
             m.lerp_(g, 1 - beta1); // β1·m + (1 − β1)·g in one pass
             v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
             var denominator = v.sqrt().mul_(scalars.narrow(0, 2, 1)).add_(eps);
-            values.narrow(0, offset, length).addcmul_(m / denominator, scalars.narrow(0, 1, 1), value: 1);
+            var step = rates is null ? m / denominator : m / denominator * rates.narrow(0, offset, length);
+            values.narrow(0, offset, length).addcmul_(step, scalars.narrow(0, 1, 1), value: 1);
         }
         // The gathered copies are spent; the parameters' own gradients stay until ZeroGrad (they accumulate otherwise).
         ReleaseGathered();
@@ -184,6 +208,7 @@ public sealed class FlatAdamW : IDisposable
         ReleaseGathered();
         exp_avg.Dispose();
         exp_avg_sq.Dispose();
+        rates?.Dispose();
         scalars.Dispose();
     }
 }

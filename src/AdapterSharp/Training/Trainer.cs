@@ -12,6 +12,12 @@ namespace AdapterSharp.Training;
 public sealed record TrainOptions
 {
     public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>
+    /// The learning rate of base parameters that a method fine-tunes beside its own modules (adapters plus the top k
+    /// layers); null: <see cref="LearningRate"/>. It follows the same warmup and decay.
+    /// </summary>
+    public double? BaseLearningRate { get; init; }
     public int Epochs { get; init; } = 3;
     public int BatchSize { get; init; } = 32;
     public int GradientAccumulation { get; init; } = 1;
@@ -61,6 +67,7 @@ public sealed record TrainOptions
             if (!ok) throw new ArgumentException(problem);
         }
         Require(LearningRate is > 0 and < 10, $"--lr must be positive, got {LearningRate}");
+        Require(BaseLearningRate is null or (> 0 and < 10), $"--base-lr must be positive, got {BaseLearningRate}");
         Require(Epochs >= 1, $"--epochs must be at least 1, got {Epochs}");
         Require(BatchSize >= 1, $"--batch-size must be at least 1, got {BatchSize}");
         Require(GradientAccumulation >= 1, $"--grad-accum must be at least 1, got {GradientAccumulation}");
@@ -264,7 +271,8 @@ public sealed class Trainer
         {
             foreach (var t in tasks)
             {
-                var optimizer = new FlatAdamW(trained[t.Adapter].Select(p => (p.Parameter, p.Decay)).ToList(), options.WeightDecay);
+                double baseScale = (options.BaseLearningRate ?? options.LearningRate) / options.LearningRate;
+                var optimizer = new FlatAdamW(trained[t.Adapter].Select(p => (p.Parameter, p.Decay, p.OfBase ? baseScale : 1.0)).ToList(), options.WeightDecay);
                 var onDevice = new DeviceBatches(t.Train, device, lengthMultiple: graphs ? StepGraphs.LengthMultiple : 1);
                 runs.Add(new TaskRun(runs.Count, t, model.Head(t.Adapter).Config, optimizer, onDevice,
                     (t.Train.Count + examplesPerStep - 1) / examplesPerStep, graphs ? new StepGraphs(pool) : null));

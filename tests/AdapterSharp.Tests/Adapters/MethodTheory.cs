@@ -13,9 +13,10 @@ namespace AdapterSharp.Tests.Adapters;
 /// One case of the method theory: a method as the command line picks it, its configuration, the configuration
 /// whose start is exactly the base model (null where the method has none), which model tensors training must
 /// change (written out here, not read from the model's ownership record), and its trainable parameter count on
-/// TinyBert (a formula written out here).
+/// TinyBert (a formula written out here), of which <paramref name="OfBase"/> are base parameters it fine-tunes.
 /// </summary>
-public sealed record MethodCase(string Name, string[] Cli, MethodConfig Config, MethodConfig? IdentityStart, IReadOnlyList<string> Trained, long Parameters)
+public sealed record MethodCase(string Name, string[] Cli, MethodConfig Config, MethodConfig? IdentityStart, IReadOnlyList<string> Trained, long Parameters,
+    long OfBase = 0)
 {
     public override string ToString() => Name;
 }
@@ -97,14 +98,22 @@ public class MethodTheory
             [.. AtSite(1, "attention.output", "down", "up"), .. AtSite(1, "output", "down", "up"), .. HeadKeys],
             2 * Bottleneck(8) + Head);
 
+        var hybrid = BottleneckConfig.Houlsby with { AdapterSize = 8, TrainTopLayers = 1 };
+        yield return new MethodCase("hybrid (houlsby + top-1)", ["--method", "houlsby", "--adapter-size", "8", "--train-top-k", "1"], hybrid,
+            hybrid with { Init = AdapterInit.Zero },
+            // Layer 1's base LayerNorms stay: the adapter's own copies replace them there.
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "down", "up", "LayerNorm").Concat(AtSite(l, "output", "down", "up", "LayerNorm"))),
+                .. BaseLayerKeys(1).Where(k => !k.Contains("LayerNorm")), .. HeadKeys],
+            2 * L * Bottleneck(8) + (2 * L + 1) * LayerNorm + BaseLayer - 2 * LayerNorm + Head, OfBase: BaseLayer - 2 * LayerNorm);
+
         yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
             [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
-            BaseEmbeddings + L * BaseLayer + Head);
+            BaseEmbeddings + L * BaseLayer + Head, OfBase: BaseEmbeddings + L * BaseLayer);
 
         var topK = BaselineConfig.TopK with { TrainTopLayers = 1 };
         yield return new MethodCase("top-k", ["--method", "top-k", "--top-k", "1"], topK, topK,
             [.. BaseLayerKeys(1), .. HeadKeys],
-            BaseLayer + Head);
+            BaseLayer + Head, OfBase: BaseLayer);
 
         yield return new MethodCase("layernorm", ["--method", "layernorm"], BaselineConfig.LayerNorm, BaselineConfig.LayerNorm,
             [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "LayerNorm"))), .. HeadKeys],
@@ -200,7 +209,7 @@ public class MethodTheory
         var result = CliRunner.Run(["params", "--model", ModelDir.Value, .. method.Cli]);
         Assert.True(result.ExitCode == 0, result.ToString());
         long all = BaseEmbeddings + L * BaseLayer; // the base without its pooler
-        long total = method.Config.ModifiesBase ? all + Head : all + method.Parameters;
+        long total = all + method.Parameters - method.OfBase;
         Assert.StartsWith($"trainable params: {method.Parameters:N0} || all params: {total:N0} ||", result.Stdout.Trim());
     }
 }

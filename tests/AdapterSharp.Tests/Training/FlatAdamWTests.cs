@@ -70,6 +70,57 @@ public class FlatAdamWTests
         }
     }
 
+    static readonly (bool Slow, bool Decay)[] Groups = [(false, true), (false, false), (true, true), (true, false)];
+
+    [Fact]
+    public void Parameters_with_their_own_learning_rate_match_torch_adamw_parameter_groups()
+    {
+        using var reference = Model();
+        using var flat = Model();
+        using (no_grad())
+        {
+            var source = AdapterSharp.Checkpoints.StateDict.Tensors(reference);
+            foreach (var (name, target) in AdapterSharp.Checkpoints.StateDict.Tensors(flat)) target.copy_(source[name]);
+        }
+        var referenceParams = reference.TrainOnly("t");
+        var flatParams = flat.TrainOnly("t");
+        // The up-projections as a group of their own at a tenth of the rate, weight decay scaled with it (PyTorch's groups).
+        static bool Slow(string key) => key.Contains(".up.", StringComparison.Ordinal);
+        static bool Decay(string n) => !n.EndsWith(".bias", StringComparison.Ordinal) && !n.Contains("LayerNorm", StringComparison.Ordinal);
+        const double lr = 1e-3;
+        using var adamw = optim.AdamW(
+        [
+            .. Groups.Select(g => new AdamW.ParamGroup(
+                referenceParams.Where(p => Slow(p.Key) == g.Slow && Decay(p.Key) == g.Decay).Select(p => p.Parameter),
+                new AdamW.Options { LearningRate = g.Slow ? lr / 10 : lr, weight_decay = g.Decay ? 0.1 : 0 })),
+        ], lr);
+        using var optimizer = new FlatAdamW(flatParams.Select(p => (p.Parameter, Decay(p.Key), Slow(p.Key) ? 0.1 : 1.0)).ToList(), weightDecay: 0.1);
+        var (ids, mask, types) = TinyBert.Batch(3, 7, 5, 6);
+        using var labels = tensor(new long[] { 0, 1, 1 });
+        for (int step = 0; step < 4; step++)
+        {
+            using (NewDisposeScope())
+            {
+                adamw.zero_grad();
+                F.cross_entropy(reference.call(ids, mask, types), labels).backward();
+                adamw.step();
+            }
+            using (NewDisposeScope())
+            {
+                optimizer.ZeroGrad();
+                F.cross_entropy(flat.call(ids, mask, types), labels).backward();
+                optimizer.Step(lr);
+            }
+        }
+        for (int i = 0; i < referenceParams.Count; i++)
+        {
+            var difference = (referenceParams[i].Parameter - flatParams[i].Parameter).abs().max().item<float>();
+            Assert.True(difference < 1e-6, $"{referenceParams[i].Key}: max difference {difference}");
+        }
+        // The slow group exists (at one rate for all, its updates would be ten times torch's, far outside 1e-6).
+        Assert.Contains(flatParams, p => Slow(p.Key));
+    }
+
     [Fact]
     public void Gradients_exist_only_between_a_backward_and_ZeroGrad_and_accumulate_until_then()
     {
@@ -98,7 +149,7 @@ public class FlatAdamWTests
         }
         var once = single.TrainOnly("t").ToDictionary(p => p.Key, p => p.Parameter);
         int compared = 0;
-        foreach (var (name, parameter, _) in twice.TrainOnly("t"))
+        foreach (var (name, parameter, _, _) in twice.TrainOnly("t"))
         {
             using var g = once[name].grad!;
             using var accumulated = parameter.grad!;
