@@ -17,6 +17,7 @@ sealed class MethodOptions
         DefaultValueFactory = _ => "houlsby",
     };
     public readonly Option<int?> AdapterSize = new("--adapter-size") { Description = "Bottleneck size m (per head for multihead). Default 64." };
+    public readonly Option<string?> AdapterSizes = new("--adapter-sizes") { Description = "Sizes of a hierarchical adapter's bottlenecks, in the order they apply (default 16,64)." };
     public readonly Option<double?> ReductionFactor = new("--reduction-factor") { Description = "m = hidden / factor (below 1 expands, e.g. 0.5 for reverse)." };
     public readonly Option<string?> NonLinearity = new("--non-linearity") { Description = "relu (default), gelu, swish, tanh, identity." };
     public readonly Option<string?> Init = new("--init") { Description = "houlsby (default: truncated normal σ=1e-2), bert (N(0, 0.02)), zero (identity at step 0)." };
@@ -28,7 +29,7 @@ sealed class MethodOptions
     public readonly Option<bool> FrozenLayerNorms = new("--freeze-layer-norms") { Description = "Keep LayerNorms frozen (the paper trains them per task)." };
     public readonly Option<bool> TrainedLayerNorms = new("--train-layer-norms") { Description = "Train a LayerNorm copy per task where the method does not by default (lora)." };
 
-    IEnumerable<Option> All => [Method, AdapterSize, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
+    IEnumerable<Option> All => [Method, AdapterSize, AdapterSizes, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
 
     public void AddTo(Command command)
     {
@@ -40,6 +41,7 @@ sealed class MethodOptions
         var config = MethodRegistry.Get(parse.GetValue(Method)!);
         if (parse.GetValue(AdapterSize) is { } size) config = Set(config, "--adapter-size", "adapter_size", size, ("reduction_factor", null));
         else if (parse.GetValue(ReductionFactor) is { } factor) config = Set(config, "--reduction-factor", "reduction_factor", factor, ("adapter_size", null));
+        if (parse.GetValue(AdapterSizes) is { } sizes) config = Set(config, "--adapter-sizes", "adapter_sizes", new JsonArray([.. ParseSizes(sizes).Select(n => (JsonNode)n)]));
         if (parse.GetValue(NonLinearity) is { } f) config = Set(config, "--non-linearity", "non_linearity", f);
         if (parse.GetValue(Init) is { } init)
         {
@@ -61,6 +63,14 @@ sealed class MethodOptions
         if (parse.GetValue(FrozenLayerNorms)) config = Set(config, "--freeze-layer-norms", "train_layer_norms", false);
         if (parse.GetValue(TrainedLayerNorms)) config = Set(config, "--train-layer-norms", "train_layer_norms", true);
         return config;
+    }
+
+    static int[] ParseSizes(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0 || !parts.All(p => int.TryParse(p, out var n) && n > 0))
+            throw new UsageException($"--adapter-sizes: '{text}' is not a comma-separated list of positive sizes like 16,64,256");
+        return parts.Select(int.Parse).ToArray();
     }
 
     /// <summary>

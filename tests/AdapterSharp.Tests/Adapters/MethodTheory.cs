@@ -106,6 +106,12 @@ public class MethodTheory
                 .. BaseLayerKeys(1).Where(k => !k.Contains("LayerNorm")), .. HeadKeys],
             2 * L * Bottleneck(8) + (2 * L + 1) * LayerNorm + BaseLayer - 2 * LayerNorm + Head, OfBase: BaseLayer - 2 * LayerNorm);
 
+        var hierarchical = HierarchicalConfig.Default with { AdapterSizes = [4, 8] };
+        yield return new MethodCase("hierarchical", ["--method", "hierarchical", "--adapter-sizes", "4,8"], hierarchical, hierarchical with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => new[] { "attention.output", "output" }.SelectMany(site =>
+                AtSite(l, site, "levels.0.down", "levels.0.up", "levels.1.down", "levels.1.up", "LayerNorm"))), .. HeadKeys],
+            2 * L * (Bottleneck(4) + Bottleneck(8)) + (2 * L + 1) * LayerNorm + Head);
+
         yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
             [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
             BaseEmbeddings + L * BaseLayer + Head, OfBase: BaseEmbeddings + L * BaseLayer);
@@ -200,6 +206,40 @@ public class MethodTheory
         fresh.Active = "task";
         var actual = Trainer.Predict(fresh, dev, 8, CPU);
         for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i]);
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void In_a_mixed_batch_each_row_equals_that_row_alone_or_the_method_says_it_cannot_join(MethodCase method)
+    {
+        using var model = Create(method.Config);
+        if (!method.Config.ModifiesBase)
+            model.AddAdapter("other", BottleneckConfig.Houlsby with { AdapterSize = 8, Init = AdapterInit.Bert }, HeadConfig.Classification(["a", "b", "c"]));
+        using (no_grad())
+            foreach (var tensor in model.Record("task").Tensors) // off the identity start, so that every part counts
+                tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.1);
+        model.FreezeAll();
+        model.eval();
+        int[] lengths = [6, 9, 4, 7];
+        string?[] rows = method.Config.ModifiesBase ? ["task", "task", "task", "task"] : ["task", "other", null, "task"];
+        var batch = TinyBert.Batch(8, lengths);
+        using var noGrad = no_grad();
+        if (!method.Config.RowRoutable)
+        {
+            var error = Assert.Throws<ArgumentException>(() => model.LogitsPerRow(batch.Ids, batch.Mask, batch.Types, rows));
+            Assert.Contains("run it alone", error.Message);
+            return;
+        }
+        var mixed = model.LogitsPerRow(batch.Ids, batch.Mask, batch.Types, rows);
+        for (int row = 0; row < rows.Length; row++)
+        {
+            if (rows[row] is not { } name) continue;
+            model.Active = name;
+            var ids = batch.Ids.narrow(0, row, 1).narrow(1, 0, lengths[row]);
+            var alone = model.Logits(ids, null, batch.Types.narrow(0, row, 1).narrow(1, 0, lengths[row]))[0]; // (labels)
+            var difference = (mixed.Logits[row].narrow(0, 0, mixed.Outputs[row]) - alone).abs().max().item<float>();
+            Assert.True(difference <= 1e-5f, $"{method}: row {row} ({name}) differs by {difference}");
+        }
     }
 
     [Theory]

@@ -10,6 +10,7 @@ public static class MethodRegistry
     [
         new BottleneckMethod(),
         new BaselineMethod(),
+        new HierarchicalMethod(),
     ];
 
     static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
