@@ -107,6 +107,24 @@ public class AdapterMethodTests
     }
 
     [Fact]
+    public void A_shared_adapter_is_saved_once_and_every_site_uses_it()
+    {
+        using var model = Create(SharedConfig.Default with { AdapterSize = 8, Init = AdapterInit.Bert });
+        var keys = model.AdapterTensors("task").Keys.ToList();
+        Assert.Single(keys, k => k.EndsWith(".down.weight", StringComparison.Ordinal));
+        Assert.Contains("shared.down.weight", keys);
+        // Two sites in different layers add the same for the same input: one set of weights.
+        using var noGrad = no_grad();
+        var output = model.Bert.Encoder.Layers[0].Output;
+        var attention = model.Bert.Encoder.Layers[1].Attention.Output;
+        using var pass = new AdapterSharp.Model.ForwardPass();
+        using var h = randn(2, 5, 32);
+        using var fromOutput = output.Adapters["task"].Delta(h, h, pass)!;
+        using var fromAttention = attention.Adapters["task"].Delta(h, h, pass)!;
+        Assert.Equal(0f, (fromOutput - fromAttention).abs().max().item<float>());
+    }
+
+    [Fact]
     public void Weight_decay_skips_biases_and_layer_norms()
     {
         using var model = Create(BottleneckConfig.Houlsby);

@@ -112,6 +112,13 @@ public class MethodTheory
                 AtSite(l, site, "levels.0.down", "levels.0.up", "levels.1.down", "levels.1.up", "LayerNorm"))), .. HeadKeys],
             2 * L * (Bottleneck(4) + Bottleneck(8)) + (2 * L + 1) * LayerNorm + Head);
 
+        var shared = SharedConfig.Default with { AdapterSize = 8 };
+        yield return new MethodCase("shared", ["--method", "shared", "--adapter-size", "8"], shared, shared with { Init = AdapterInit.Zero },
+            // One bottleneck for the whole model, stored once under shared.task; a LayerNorm copy at every site.
+            [.. WeightAndBias("shared.task.down"), .. WeightAndBias("shared.task.up"), .. EmbeddingLayerNorm,
+                .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "LayerNorm"))), .. HeadKeys],
+            Bottleneck(8) + (2 * L + 1) * LayerNorm + Head);
+
         yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
             [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
             BaseEmbeddings + L * BaseLayer + Head, OfBase: BaseEmbeddings + L * BaseLayer);

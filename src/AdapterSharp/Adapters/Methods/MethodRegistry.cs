@@ -11,6 +11,7 @@ public static class MethodRegistry
         new BottleneckMethod(),
         new BaselineMethod(),
         new HierarchicalMethod(),
+        new SharedMethod(),
     ];
 
     static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
