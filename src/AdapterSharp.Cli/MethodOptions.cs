@@ -24,12 +24,13 @@ sealed class MethodOptions
     public readonly Option<string?> Layers = new("--layers") { Description = "Layers that get the method's modules, 0-based: 6-11, 0,2,4 (default all)." };
     public readonly Option<int?> Heads = new("--heads") { Description = "Down-projection heads for multihead (default 4)." };
     public readonly Option<double?> Scaling = new("--scaling") { Description = "Output scaling (parallel default 4)." };
+    public readonly Option<double?> SizePenalty = new("--size-penalty") { Description = "dynamic: λ, the loss per unit of the mean fraction of the largest size in use (default 0.1)." };
     public readonly Option<int?> TopK = new("--top-k") { Description = "Layers fine-tuned by the top-k baseline (default 2)." };
     public readonly Option<int?> TrainTopK = new("--train-top-k") { Description = "Also fine-tune the top K layers of the base (adapters plus top-k: a hybrid)." };
     public readonly Option<bool> FrozenLayerNorms = new("--freeze-layer-norms") { Description = "Keep LayerNorms frozen (the paper trains them per task)." };
     public readonly Option<bool> TrainedLayerNorms = new("--train-layer-norms") { Description = "Train a LayerNorm copy per task where the method does not by default (lora)." };
 
-    IEnumerable<Option> All => [Method, AdapterSize, AdapterSizes, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
+    IEnumerable<Option> All => [Method, AdapterSize, AdapterSizes, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, SizePenalty, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
 
     public void AddTo(Command command)
     {
@@ -52,6 +53,7 @@ sealed class MethodOptions
             config = Set(config, "--layers", "layers", new JsonArray([.. MethodConfig.ParseLayers(layers).Select(l => (JsonNode)l)]));
         if (parse.GetValue(Heads) is { } heads) config = Set(config, "--heads", "heads", heads);
         if (parse.GetValue(Scaling) is { } scaling) config = Set(config, "--scaling", "scaling", scaling);
+        if (parse.GetValue(SizePenalty) is { } penalty) config = Set(config, "--size-penalty", "size_penalty", penalty);
         if (parse.GetValue(TopK) is { } k)
         {
             if (config.Method != "top-k") throw new UsageException("--top-k applies to --method top-k only (for adapters plus top-k layers, --train-top-k)");

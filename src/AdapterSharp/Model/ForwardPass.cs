@@ -68,11 +68,12 @@ public sealed class ForwardPass : IDisposable
     /// <summary>
     /// Adds <paramref name="loss"/> (a scalar) to the pass's auxiliary loss under <paramref name="group"/>: each group
     /// contributes the mean of what its members added (so a penalty per site does not grow with the number of sites).
+    /// The pass keeps it (out of the module's dispose scope) until it is disposed.
     /// </summary>
     public void AddLoss(string group, Tensor loss)
     {
         if (!losses.TryGetValue(group, out var list)) losses[group] = list = [];
-        list.Add(loss);
+        list.Add(loss.DetachFromDisposeScope());
     }
 
     /// <summary>The sum over groups of the mean of each group's losses, or null when no adapter added one.</summary>
@@ -150,7 +151,12 @@ public sealed class ForwardPass : IDisposable
         lowCopy = null;
     }
 
-    public void Dispose() => ReleaseLowCopy();
+    public void Dispose()
+    {
+        ReleaseLowCopy();
+        foreach (var loss in losses.Values.SelectMany(l => l)) loss.Dispose();
+        losses.Clear();
+    }
 
     /// <summary>The last fused sublayer's output and its copy in the matmul type; matched by reference, so another tensor never gets it.</summary>
     sealed record LowCopy(Tensor Of, Tensor Low);

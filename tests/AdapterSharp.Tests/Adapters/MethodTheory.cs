@@ -119,6 +119,12 @@ public class MethodTheory
                 .. Layers.SelectMany(l => AtSite(l, "attention.output", "LayerNorm").Concat(AtSite(l, "output", "LayerNorm"))), .. HeadKeys],
             Bottleneck(8) + (2 * L + 1) * LayerNorm + Head);
 
+        var dynamic = DynamicConfig.Default with { AdapterSize = 8 };
+        yield return new MethodCase("dynamic", ["--method", "dynamic", "--adapter-size", "8"], dynamic, dynamic with { Init = AdapterInit.Zero },
+            [.. EmbeddingLayerNorm, .. Layers.SelectMany(l => new[] { "attention.output", "output" }.SelectMany(site =>
+                AtSite(l, site, "down", "up", "controller", "LayerNorm"))), .. HeadKeys],
+            2 * L * (Bottleneck(8) + D + 1) + (2 * L + 1) * LayerNorm + Head);
+
         yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
             [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
             BaseEmbeddings + L * BaseLayer + Head, OfBase: BaseEmbeddings + L * BaseLayer);

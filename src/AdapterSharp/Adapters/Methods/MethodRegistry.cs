@@ -12,6 +12,7 @@ public static class MethodRegistry
         new BaselineMethod(),
         new HierarchicalMethod(),
         new SharedMethod(),
+        new DynamicMethod(),
     ];
 
     static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
