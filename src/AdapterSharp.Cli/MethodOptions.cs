@@ -25,12 +25,19 @@ sealed class MethodOptions
     public readonly Option<int?> Heads = new("--heads") { Description = "Down-projection heads for multihead (default 4)." };
     public readonly Option<double?> Scaling = new("--scaling") { Description = "Output scaling (parallel default 4)." };
     public readonly Option<double?> SizePenalty = new("--size-penalty") { Description = "dynamic: λ, the loss per unit of the mean fraction of the largest size in use (default 0.1)." };
+    public readonly Option<int?> LoraRank = new("--lora-r") { Description = "lora: rank r (default 8)." };
+    public readonly Option<double?> LoraAlpha = new("--lora-alpha") { Description = "lora: α; the update is scaled by α/r (default 8)." };
+    public readonly Option<double?> LoraDropout = new("--lora-dropout") { Description = "lora: dropout on the update's input (default 0)." };
+    public readonly Option<string?> LoraTargets = new("--lora-targets")
+    {
+        Description = "lora: projections to adapt, among query, key, value, attention-output, intermediate, output (default query,value).",
+    };
     public readonly Option<int?> TopK = new("--top-k") { Description = "Layers fine-tuned by the top-k baseline (default 2)." };
     public readonly Option<int?> TrainTopK = new("--train-top-k") { Description = "Also fine-tune the top K layers of the base (adapters plus top-k: a hybrid)." };
     public readonly Option<bool> FrozenLayerNorms = new("--freeze-layer-norms") { Description = "Keep LayerNorms frozen (the paper trains them per task)." };
     public readonly Option<bool> TrainedLayerNorms = new("--train-layer-norms") { Description = "Train a LayerNorm copy per task where the method does not by default (lora)." };
 
-    IEnumerable<Option> All => [Method, AdapterSize, AdapterSizes, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, SizePenalty, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
+    IEnumerable<Option> All => [Method, AdapterSize, AdapterSizes, ReductionFactor, NonLinearity, Init, Layers, Heads, Scaling, SizePenalty, LoraRank, LoraAlpha, LoraDropout, LoraTargets, TopK, TrainTopK, FrozenLayerNorms, TrainedLayerNorms];
 
     public void AddTo(Command command)
     {
@@ -54,6 +61,12 @@ sealed class MethodOptions
         if (parse.GetValue(Heads) is { } heads) config = Set(config, "--heads", "heads", heads);
         if (parse.GetValue(Scaling) is { } scaling) config = Set(config, "--scaling", "scaling", scaling);
         if (parse.GetValue(SizePenalty) is { } penalty) config = Set(config, "--size-penalty", "size_penalty", penalty);
+        if (parse.GetValue(LoraRank) is { } rank) config = Set(config, "--lora-r", "r", rank);
+        if (parse.GetValue(LoraAlpha) is { } alpha) config = Set(config, "--lora-alpha", "lora_alpha", alpha);
+        if (parse.GetValue(LoraDropout) is { } dropout) config = Set(config, "--lora-dropout", "lora_dropout", dropout);
+        if (parse.GetValue(LoraTargets) is { } targets)
+            config = Set(config, "--lora-targets", "target_modules",
+                new JsonArray([.. targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t => (JsonNode)t)]));
         if (parse.GetValue(TopK) is { } k)
         {
             if (config.Method != "top-k") throw new UsageException("--top-k applies to --method top-k only (for adapters plus top-k layers, --train-top-k)");

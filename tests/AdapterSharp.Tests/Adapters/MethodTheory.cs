@@ -125,6 +125,28 @@ public class MethodTheory
                 AtSite(l, site, "down", "up", "controller", "LayerNorm"))), .. HeadKeys],
             2 * L * (Bottleneck(8) + D + 1) + (2 * L + 1) * LayerNorm + Head);
 
+        var lora = LoraConfig.Default with { Rank = 4, Alpha = 8 };
+        yield return new MethodCase("lora", ["--method", "lora", "--lora-r", "4", "--lora-alpha", "8"], lora, lora,
+            // Inside the query and value projections of every layer; LayerNorms frozen, as PEFT has it.
+            [.. Layers.SelectMany(l => new[] { "query", "value" }.SelectMany(p => new[] { "lora_A", "lora_B" }
+                .Select(part => $"bert.encoder.layer.{l}.attention.self.{p}_adapters.task.{part}.weight"))), .. HeadKeys],
+            L * 2 * (4 * D + D * 4) + Head);
+
+        var loraEverywhere = LoraConfig.Default with
+        {
+            Rank = 2, Dropout = 0.1, Layers = [1], TrainLayerNorms = true,
+            TargetModules = ["query", "key", "value", "attention-output", "intermediate", "output"],
+        };
+        yield return new MethodCase("lora on every projection of layer 1, LayerNorms trained",
+            ["--method", "lora", "--lora-r", "2", "--lora-dropout", "0.1", "--layers", "1", "--train-layer-norms",
+                "--lora-targets", "query,key,value,attention-output,intermediate,output"], loraEverywhere, loraEverywhere with { Dropout = 0 },
+            [.. new[] { "attention.self.query_adapters", "attention.self.key_adapters", "attention.self.value_adapters", "attention.output.dense_adapters",
+                    "intermediate.dense_adapters", "output.dense_adapters" }
+                .SelectMany(site => new[] { "lora_A", "lora_B" }.Select(part => $"bert.encoder.layer.1.{site}.task.{part}.weight")),
+                .. AtSite(1, "attention.output", "LayerNorm"), .. AtSite(1, "output", "LayerNorm"), .. HeadKeys],
+            // Four d×d projections (A r×d, B d×r), then d→I (A r×d, B I×r) and I→d (A r×I, B d×r).
+            4 * (2 * D + D * 2) + 2 * (2 * D + I * 2) + 2 * LayerNorm + Head);
+
         yield return new MethodCase("full", ["--method", "full"], BaselineConfig.Full, BaselineConfig.Full,
             [.. BaseEmbeddingKeys, .. Layers.SelectMany(BaseLayerKeys), .. HeadKeys],
             BaseEmbeddings + L * BaseLayer + Head, OfBase: BaseEmbeddings + L * BaseLayer);

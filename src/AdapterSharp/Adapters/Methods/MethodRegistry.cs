@@ -13,6 +13,7 @@ public static class MethodRegistry
         new HierarchicalMethod(),
         new SharedMethod(),
         new DynamicMethod(),
+        new LoraMethod(),
     ];
 
     static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
