@@ -268,6 +268,7 @@ static class BenchCommand
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
         var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 64 };
         var counts = new Option<string>("--adapters") { DefaultValueFactory = _ => "1,8,32,128", Description = "Adapter counts K to spread the batch over." };
+        var methods = new Option<string>("--methods") { DefaultValueFactory = _ => "houlsby", Description = "The adapters' methods, taken in turn (e.g. houlsby,lora)." };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 20 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 3 };
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "auto", Description = "auto (bf16 on CUDA), bf16 or fp32." };
@@ -277,7 +278,7 @@ static class BenchCommand
         };
         var command = new Command("mixed", "Forward throughput of a batch spread over K adapters: one per-row pass vs a loop over sub-batches.")
         {
-            device, shape, batch, seq, counts, steps, warmup, dtype, check,
+            device, shape, batch, seq, counts, methods, steps, warmup, dtype, check,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -292,10 +293,11 @@ static class BenchCommand
             {
                 throw new UsageException($"--adapters: '{parse.GetValue(counts)}' is not a comma-separated list of counts");
             }
+            var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             var records = parse.GetValue(check)
-                ? MixedBatchBenchmark.Check(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks, target, type)
+                ? MixedBatchBenchmark.Check(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks, target, type, methodList)
                 : MixedBatchBenchmark.Run(parse.GetValue(shape)!, parse.GetValue(batch), parse.GetValue(seq), ks,
-                    parse.GetValue(steps), parse.GetValue(warmup), target, type);
+                    parse.GetValue(steps), parse.GetValue(warmup), target, type, methodList);
             foreach (var record in records)
                 Console.WriteLine(JsonSerializer.Serialize(record));
             return 0;

@@ -14,10 +14,11 @@ namespace AdapterSharp.Benchmarks;
 /// </summary>
 public static class MixedBatchBenchmark
 {
+    /// <param name="methods">The adapters' methods, by preset name, taken in turn (default: all houlsby).</param>
     public static IEnumerable<Dictionary<string, object>> Run(string shape, int batch, int seq, int[] adapterCounts,
-        int steps, int warmup, Device device, string dtype)
+        int steps, int warmup, Device device, string dtype, IReadOnlyList<string>? methods = null)
     {
-        using var model = Build(shape, batch, adapterCounts, device, dtype);
+        using var model = Build(shape, batch, adapterCounts, device, dtype, methods);
         manual_seed(1);
         using var ids = randint(1000, 30000, [batch, seq], device: device);
         using var types = zeros([batch, seq], ScalarType.Int64, device);
@@ -40,6 +41,7 @@ public static class MixedBatchBenchmark
             yield return new Dictionary<string, object>
             {
                 ["workload"] = $"mixed/{shape}",
+                ["methods"] = string.Join(",", methods is { Count: > 0 } ? methods : ["houlsby"]),
                 ["impl"] = "adaptersharp",
                 ["dtype"] = dtype,
                 ["batch"] = batch,
@@ -54,8 +56,11 @@ public static class MixedBatchBenchmark
         }
     }
 
-    static AdapterModel Build(string shape, int batch, int[] adapterCounts, Device device, string dtype)
+    static AdapterModel Build(string shape, int batch, int[] adapterCounts, Device device, string dtype, IReadOnlyList<string>? methods)
     {
+        var presets = (methods is { Count: > 0 } ? methods : ["houlsby"]).Select(MethodRegistry.Get).ToArray();
+        if (presets.FirstOrDefault(p => !p.RowRoutable) is { } alone)
+            throw new ArgumentException($"--methods: {alone.Method} adapters cannot join a mixed batch");
         if (!TrainingBenchmark.Shapes.TryGetValue(shape, out var config))
             throw new ArgumentException($"--shape: unknown shape '{shape}'");
         if (adapterCounts.Any(k => k < 1 || k > batch))
@@ -66,7 +71,12 @@ public static class MixedBatchBenchmark
         {
             // Heads of different sizes, as a server holds them.
             var head = (k % 3) switch { 0 => HeadConfig.Classification(["0", "1"]), 1 => HeadConfig.Classification(["a", "b", "c"]), _ => HeadConfig.Regression() };
-            model.AddAdapter($"a{k}", BottleneckConfig.Houlsby with { Init = AdapterInit.Bert }, head);
+            var preset = presets[k % presets.Length];
+            model.AddAdapter($"a{k}", preset is BottleneckConfig bottleneck ? bottleneck with { Init = AdapterInit.Bert } : preset, head);
+            // Off any identity start (LoRA's B starts at 0), so that every adapter changes what its rows compute.
+            if (preset is not BottleneckConfig)
+                using (no_grad())
+                    foreach (var tensor in model.Record($"a{k}").Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.02);
         }
         model.FreezeAll();
         model.to(device);
@@ -80,9 +90,10 @@ public static class MixedBatchBenchmark
     /// adapters (every 7th row on none), run once mixed; each row then alone, unpadded, with its adapter. Reports
     /// the largest |Δ| over the rows' own logits (and the last hidden state of the "none" rows).
     /// </summary>
-    public static IEnumerable<Dictionary<string, object>> Check(string shape, int batch, int seq, int[] adapterCounts, Device device, string dtype)
+    public static IEnumerable<Dictionary<string, object>> Check(string shape, int batch, int seq, int[] adapterCounts, Device device, string dtype,
+        IReadOnlyList<string>? methods = null)
     {
-        using var model = Build(shape, batch, adapterCounts, device, dtype);
+        using var model = Build(shape, batch, adapterCounts, device, dtype, methods);
         using var noGrad = no_grad();
         manual_seed(2);
         using var ids = randint(1000, 30000, [batch, seq], device: device);
@@ -119,6 +130,7 @@ public static class MixedBatchBenchmark
             yield return new Dictionary<string, object>
             {
                 ["workload"] = $"mixed-check/{shape}",
+                ["methods"] = string.Join(",", methods is { Count: > 0 } ? methods : ["houlsby"]),
                 ["dtype"] = dtype,
                 ["batch"] = batch,
                 ["seq"] = seq,

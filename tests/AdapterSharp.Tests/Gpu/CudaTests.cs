@@ -148,6 +148,31 @@ public sealed class CudaTests
     }
 
     [CudaFact]
+    public void Mixed_batches_of_lora_houlsby_and_none_rows_on_the_gpu_equal_each_row_alone_in_fp32()
+    {
+        foreach (var record in MixedBatchBenchmark.Check("minilm-l6", batch: 32, seq: 32, adapterCounts: [2, 8, 32], CUDA, "fp32", ["lora", "houlsby"]))
+            Assert.True((double)record["max_abs_diff"] <= 1e-5, $"K = {record["adapters"]}: {record["max_abs_diff"]}");
+    }
+
+    [CudaFact]
+    public void Merged_lora_on_the_gpu_equals_unmerged_in_fp32()
+    {
+        manual_seed(0);
+        using var model = new AdapterModel(new BertModel(TinyBert.Config with { HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0 }, addPooler: false));
+        model.AddAdapter("task", LoraConfig.Default with { TargetModules = ["query", "key", "value", "attention-output", "intermediate", "output"] }, TwoLabels);
+        using (no_grad())
+            foreach (var tensor in model.Record("task").Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.1);
+        model.Active = "task";
+        model.PrepareForInference(CUDA, ScalarType.Float32);
+        var (ids, mask, types) = TinyBert.Batch(4, 9, 5, 7);
+        using var noGrad = no_grad();
+        using var unmerged = model.Logits(ids.to(CUDA), mask.to(CUDA), types.to(CUDA)).cpu();
+        model.Merge("task");
+        using var merged = model.Logits(ids.to(CUDA), mask.to(CUDA), types.to(CUDA)).cpu();
+        Assert.True((merged - unmerged).abs().max().item<float>() <= 1e-5f, $"{(merged - unmerged).abs().max().item<float>()}");
+    }
+
+    [CudaFact]
     public void The_allocator_reports_what_is_allocated_and_releases_its_cache()
     {
         Assert.True(CudaAllocator.Available, CudaAllocator.Problem);

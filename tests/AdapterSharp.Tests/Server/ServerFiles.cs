@@ -144,6 +144,38 @@ static class ServerFiles
         return Path.Combine(Root, "mix");
     }
 
+    /// <summary>
+    /// Makes (once) one adapter of each newer method in the root, off its identity start: "lo" (lora on query, value and
+    /// output), "hi" (hierarchical), "sh" (shared), "dy" (dynamic) and "hy" (houlsby plus the top layer). Returns their names.
+    /// </summary>
+    public static string[] MethodAdapters => MethodFolders.Value;
+
+    static readonly Lazy<string[]> MethodFolders = new(() =>
+    {
+        var encoder = Pretrained.Load(ModelDir);
+        var identity = BaseModelIdentity.Of(encoder);
+        (string Name, MethodConfig Config, HeadConfig Head)[] adapters =
+        [
+            ("lo", LoraConfig.Default with { Rank = 4, TargetModules = ["query", "value", "output"] }, HeadConfig.Classification(["neg", "pos"])),
+            ("hi", HierarchicalConfig.Default with { AdapterSizes = [4, 8] }, HeadConfig.Classification(["a", "b", "c"])),
+            ("sh", SharedConfig.Default with { AdapterSize = 8 }, HeadConfig.Regression()),
+            ("dy", DynamicConfig.Default with { AdapterSize = 8, InitialFraction = 0.6 }, HeadConfig.Classification(["neg", "pos"])),
+            ("hy", BottleneckConfig.Houlsby with { AdapterSize = 4, TrainTopLayers = 1 }, HeadConfig.Classification(["neg", "pos"])),
+        ];
+        int seed = 200;
+        foreach (var (name, config, head) in adapters)
+        {
+            using var model = TrainingJob.CreateModel(encoder, name, config, head, seed++);
+            using (no_grad())
+                foreach (var tensor in model.Record(name).Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.2);
+            AdapterFiles.Save(Path.Combine(Root, name), new AdapterManifest
+            {
+                Name = name, Config = config, Head = head, BaseModel = identity, Task = "tiny", MaxLength = 32,
+            }, model.AdapterTensors(name));
+        }
+        return [.. adapters.Select(a => a.Name)];
+    });
+
     /// <summary>What <see cref="Trainer.Predict"/> gives for <paramref name="inputs"/> with "st" stacked on "sa", on the base.</summary>
     public static Prediction[] ExpectedStack(IReadOnlyList<(string Text, string? Pair)> inputs)
     {
