@@ -61,7 +61,9 @@ public sealed class ForwardPass : IDisposable
     /// The names an adapter site runs in this pass when no rows are routed: the one adapter, or those of the
     /// composition, in order.
     /// </summary>
-    public IReadOnlyList<string> Active => Composition?.Adapters ?? (Adapter is { } name ? [name] : []);
+    public IReadOnlyList<string> Active => active ??= Composition?.Adapters ?? (Adapter is { } name ? [name] : []);
+
+    IReadOnlyList<string>? active;
 
     readonly Dictionary<string, List<Tensor>> losses = new(StringComparer.Ordinal);
 

@@ -189,7 +189,8 @@ public class MethodTheory
     public void Every_registered_method_has_a_case()
     {
         var covered = Cases().Select(c => c.Config.Method).ToHashSet();
-        Assert.All(MethodRegistry.Presets, p => Assert.Contains(p.Method, covered));
+        // The library's own (tests may register methods of their own: SeamTests).
+        Assert.All(MethodRegistry.Presets.Where(p => p.GetType().Assembly == typeof(MethodConfig).Assembly), p => Assert.Contains(p.Method, covered));
     }
 
     [Theory]

@@ -2,11 +2,12 @@ namespace AdapterSharp.Adapters.Methods;
 
 /// <summary>
 /// Every tuning method, in one place: adding a method means a folder under <c>Adapters/Methods/</c> and one line in
-/// <see cref="All"/>. <c>--method</c> names resolve here, and <c>adapter_config.json</c> is read by its method key.
+/// <see cref="All"/> (or, from outside the library, <see cref="Register"/>). <c>--method</c> names resolve here, and
+/// <c>adapter_config.json</c> is read by its method key.
 /// </summary>
 public static class MethodRegistry
 {
-    static readonly AdapterMethod[] All =
+    static readonly List<AdapterMethod> All =
     [
         new BottleneckMethod(),
         new BaselineMethod(),
@@ -19,8 +20,29 @@ public static class MethodRegistry
     static readonly Dictionary<string, (AdapterMethod Method, MethodConfig Preset)> ByName =
         All.SelectMany(m => m.Presets.Select(p => (p.Method, (m, p)))).ToDictionary(e => e.Method, e => e.Item2, StringComparer.OrdinalIgnoreCase);
 
+    static readonly Lock Guard = new();
+
     /// <summary>Every preset, in registry order.</summary>
-    public static IReadOnlyList<MethodConfig> Presets { get; } = All.SelectMany(m => m.Presets).ToArray();
+    public static IReadOnlyList<MethodConfig> Presets { get; private set; } = All.SelectMany(m => m.Presets).ToArray();
+
+    /// <summary>
+    /// Adds a method defined outside the library (before any model or folder uses it): its presets become <c>--method</c>
+    /// names and <c>adapter_config.json</c> method keys. A preset name already taken is an <see cref="ArgumentException"/>.
+    /// </summary>
+    public static void Register(AdapterMethod method)
+    {
+        lock (Guard)
+        {
+            if (method.Presets.Count == 0) throw new ArgumentException("a method needs at least one preset", nameof(method));
+            if (method.Presets.FirstOrDefault(p => string.IsNullOrEmpty(p.Method) || ByName.ContainsKey(p.Method)) is { } taken)
+                throw new ArgumentException($"method name '{taken.Method}' is empty or taken", nameof(method));
+            if (method.Presets.Any(p => p.GetType() != method.ConfigType))
+                throw new ArgumentException("a method's presets must share one record type", nameof(method));
+            foreach (var preset in method.Presets) ByName[preset.Method] = (method, preset);
+            All.Add(method);
+            Presets = All.SelectMany(m => m.Presets).ToArray();
+        }
+    }
 
     public static string Names => string.Join(", ", Presets.Select(p => p.Method));
 
