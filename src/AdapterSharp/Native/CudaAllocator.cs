@@ -44,10 +44,17 @@ public static unsafe class CudaAllocator
     /// <summary>Why not, or null.</summary>
     public static string? Problem => Loaded.Value.Problem;
 
-    /// <summary>Releases the cached, unused blocks of the default pool to the device (a CUDA graph's pool stays).</summary>
+    /// <summary>
+    /// Releases the cached, unused blocks of the default pool to the device (a CUDA graph's pool stays), after waiting for
+    /// all the device's queued work. With expandable segments, emptyCache unmaps the pages of free blocks, and it waits
+    /// only for the legacy default stream: a block freed by the host while kernels queued on a side stream (where
+    /// training runs, non-blocking) still use it would be unmapped under them, an illegal memory access (seen on hybrid
+    /// runs, whose eager steps free large gradient blocks just before the first capture's emptyCache).
+    /// </summary>
     public static void EmptyCache()
     {
         if (Method(api => api.EmptyCacheSlot) is not ({ } self, { } fn)) return;
+        TorchSharp.torch.cuda.synchronize();
         ((delegate* unmanaged<nint, ulong, ulong, void>)fn)(self, 0, 0); // emptyCache(MempoolId_t {0, 0})
     }
 
