@@ -24,7 +24,7 @@ sealed class MethodOptions
     public readonly Option<string?> Layers = new("--layers") { Description = "Layers that get the method's modules, 0-based: 6-11, 0,2,4 (default all)." };
     public readonly Option<int?> Heads = new("--heads") { Description = "Down-projection heads for multihead (default 4)." };
     public readonly Option<double?> Scaling = new("--scaling") { Description = "Output scaling (parallel default 4)." };
-    public readonly Option<double?> SizePenalty = new("--size-penalty") { Description = "dynamic: λ, the loss per unit of the mean fraction of the largest size in use (default 0.1)." };
+    public readonly Option<double?> SizePenalty = new("--size-penalty") { Description = "dynamic: λ, the loss per unit of the mean fraction of the largest size in use (default 0.01)." };
     public readonly Option<int?> LoraRank = new("--lora-r") { Description = "lora: rank r (default 8)." };
     public readonly Option<double?> LoraAlpha = new("--lora-alpha") { Description = "lora: α; the update is scaled by α/r (default 8)." };
     public readonly Option<double?> LoraDropout = new("--lora-dropout") { Description = "lora: dropout on the update's input (default 0)." };

@@ -13,7 +13,7 @@ public sealed record DynamicConfig : MethodConfig
     [JsonPropertyName("adapter_size")] public int AdapterSize { get; init; } = 64;
 
     /// <summary>λ: the auxiliary loss is λ times the mean fraction of m in use (over the adapter's sites and the batch).</summary>
-    [JsonPropertyName("size_penalty")] public double SizePenalty { get; init; } = 0.1;
+    [JsonPropertyName("size_penalty")] public double SizePenalty { get; init; } = 0.01;
 
     /// <summary>τ, in units: how soft the mask's edge is while training (unit i gets σ((s·m − i − ½)/τ)).</summary>
     [JsonPropertyName("mask_temperature")] public double MaskTemperature { get; init; } = 1.0;
