@@ -76,6 +76,8 @@ static class TrainCommand
             if (fusion && fuseDirs is null) throw new UsageException("--method fusion needs --fuse DIR1,DIR2,… (the adapter folders to fuse)");
             if (!fusion && fuseDirs is not null) throw new UsageException("--fuse goes with --method fusion");
             var config = fusion ? BaselineConfig.Head with { Method = "fusion" } : method.Build(parse);
+            if (parse.GetValue(baseLr) is not null && !config.ModifiesBase)
+                throw new UsageException($"--base-lr applies where base layers train (--train-top-k, full, top-k), not to --method {config.Method} alone");
             var taskList = parse.GetValue(tasks) is { } list ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression]) : null;
             if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
             if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
@@ -111,9 +113,10 @@ static class TrainCommand
                 MaxLength = parse.GetValue(maxLength),
                 Options = new TrainOptions
                 {
-                    // The baselines fine-tune the base alone; a hybrid trains its own modules at the adapter rate and the base layers at the base rate.
-                    LearningRate = parse.GetValue(lr) ?? (config.ModifiesBase && config is BaselineConfig ? 2e-5 : fusion ? 5e-5 : 1e-3),
-                    BaseLearningRate = parse.GetValue(baseLr) ?? (config.ModifiesBase && config is not BaselineConfig ? 2e-5 : null),
+                    // full and top-k fine-tune the base alone; anything with modules or LayerNorm copies of its own beside base
+                    // layers (a hybrid) trains those at the adapter rate and the base layers at the base rate.
+                    LearningRate = parse.GetValue(lr) ?? (BaseOnly(config) ? 2e-5 : fusion ? 5e-5 : 1e-3),
+                    BaseLearningRate = parse.GetValue(baseLr) ?? (config.ModifiesBase && !BaseOnly(config) ? 2e-5 : null),
                     Epochs = parse.GetValue(epochs),
                     BatchSize = parse.GetValue(batch),
                     GradientAccumulation = parse.GetValue(accumulation),
@@ -228,6 +231,9 @@ static class TrainCommand
             throw new UsageException($"{option}: '{text}' is not a duration like 10m, 90s or 1h30m");
         return total;
     }
+
+    /// <summary>Whether the method trains base layers and nothing of its own besides the head (full, top-k).</summary>
+    static bool BaseOnly(MethodConfig config) => config.ModifiesBase && config is BaselineConfig { TrainLayerNorms: false };
 }
 
 /// <summary>

@@ -214,12 +214,13 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     /// <summary>
     /// Products in <paramref name="type"/>: the base's frozen projections are stored in it once (see
-    /// <see cref="BertModel.UseMatmulType"/>); those an adapter owns — its own modules, base layers it fine-tunes —
-    /// keep their float32 masters.
+    /// <see cref="BertModel.UseMatmulType"/>). What adapters put into the model sits in adapter containers, which that
+    /// walk never enters, so their modules keep their float32 masters; base layers an adapter fine-tunes stay float32
+    /// while they train (and are cast with the rest once frozen for inference).
     /// </summary>
     public void UseMatmulType(ScalarType type)
     {
-        bert.UseMatmulType(type, keepFloat32: set.Owns);
+        bert.UseMatmulType(type);
         routing.Invalidate();
     }
 
@@ -336,16 +337,28 @@ public sealed class AdapterModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         merged = null;
     }
 
+    /// <summary>
+    /// Adds (<paramref name="sign"/> 1) or subtracts the adapter's low-rank updates to the weights of the projections it
+    /// sits in, all computed before any weight changes. Only on float32 weights: folded into bfloat16 ones, taking the
+    /// update out again would not give the base back.
+    /// </summary>
     void FoldInto(string name, int sign)
     {
         using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var updates = new List<(ProjectionSlot Slot, Tensor Update)>();
         foreach (var slot in bert.ProjectionSlots())
         {
             if (!slot.Site.TryGet(name, out var adapter)) continue;
-            using var scope = NewDisposeScope();
+            if (slot.Linear.weight!.dtype != ScalarType.Float32)
+                throw new InvalidOperationException(
+                    $"adapter '{name}': {slot.FileKey} is stored in {slot.Linear.weight.dtype}; merge before the base is cast (PrepareForInference) and unmerge before it is");
             var (down, up) = adapter.LowRank ?? throw new InvalidOperationException($"adapter '{name}' has no low-rank form at {slot.FileKey}");
-            var weight = slot.Linear.weight!;
-            weight.add_(up.matmul(down).to(weight.dtype), alpha: sign); // (out, in)
+            updates.Add((slot, up.matmul(down).to(slot.Linear.weight.device))); // (out, in)
+        }
+        foreach (var (slot, update) in updates)
+        {
+            slot.Linear.weight!.add_(update, alpha: sign);
             slot.Site.SetMerged(name, sign > 0);
         }
         routing.Invalidate();

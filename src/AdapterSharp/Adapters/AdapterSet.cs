@@ -38,9 +38,6 @@ public sealed class AdapterSet
     public AdapterRecord Record(string name) =>
         records.TryGetValue(name, out var record) ? record : throw new ArgumentException($"no adapter named '{name}' (loaded: {Loaded})");
 
-    /// <summary>Whether some loaded adapter or fusion owns a parameter of <paramref name="module"/> (its own, or a base one it trains).</summary>
-    public bool Owns(nn.Module module) => records.Values.Any(r => r.Tensors.Any(t => ReferenceEquals(t.Owner, module)));
-
     internal string Loaded => string.Join(", ", configs.Keys.Concat(fusions.Keys));
 
     /// <summary>

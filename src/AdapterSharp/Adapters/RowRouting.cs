@@ -23,7 +23,7 @@ sealed class RowRouting(BertModel bert, AdapterSet set) : IDisposable
         if (built is not { } stacks || stacks.Device != device.ToString() || stacks.MatmulType != type)
         {
             Invalidate();
-            var names = set.Adapters.Where(c => c.Value.RowRoutable).Select(c => c.Key).ToArray();
+            var names = set.Adapters.Where(c => c.Value.RowRoutable && HasRowForm(set.Record(c.Key))).Select(c => c.Key).ToArray();
             foreach (var slot in bert.SublayerSlots()) slot.Site.BuildRowStack(names, slot.LayerNorm, type);
             foreach (var slot in bert.ProjectionSlots()) slot.Site.BuildRowStack(names, type);
             var (weight, bias, unused) = StackHeads(names, device);
@@ -45,6 +45,19 @@ sealed class RowRouting(BertModel bert, AdapterSet set) : IDisposable
             .squeeze(1)
             .masked_fill(stacks.HeadUnused.index_select(0, index), float.NegativeInfinity);
         return new RowLogits(logits, outputs);
+    }
+
+    /// <summary>Whether every module the adapter placed has a per-row form (a method can leave one out).</summary>
+    static bool HasRowForm(AdapterRecord record)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        return record.Placements.All(p => p.Module switch
+        {
+            SublayerAdapter sublayer => sublayer.RowStages is not null,
+            ProjectionAdapter projection => projection.LowRank is not null,
+            _ => true,
+        });
     }
 
     /// <summary>Drops the stacks; the next mixed batch rebuilds them.</summary>

@@ -179,14 +179,14 @@ sealed class ProjectionRowStack : IDisposable
     public static ProjectionRowStack Build(IReadOnlyList<string> names, ProjectionSite site, ScalarType matmulType)
     {
         var result = new ProjectionRowStack(names);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
         var factors = new (Tensor Down, Tensor Up)?[names.Count + 1]; // index 0: none
         for (int k = 1; k <= names.Count; k++)
             if (site.TryGet(names[k - 1], out var adapter))
                 factors[k] = adapter.LowRank ?? throw new InvalidOperationException($"adapter '{names[k - 1]}' has no low-rank form that a mixed batch can stack");
         var present = factors.Where(f => f is not null).Select(f => f!.Value).ToArray();
         if (present.Length == 0) return result;
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
         long rank = present.Max(f => f.Down.shape[0]), input = present[0].Down.shape[1], output = present[0].Up.shape[0];
         var device = present[0].Down.device;
         var down = zeros(factors.Length, input, rank, device: device);

@@ -27,9 +27,10 @@ public abstract class SublayerAdapter(string name) : nn.Module(name)
 
     /// <summary>
     /// This adapter as bottleneck stages applied in turn, for mixed batches (<see cref="RowStack"/>): empty when it
-    /// adds nothing here, null when it has no such form (then it cannot join a mixed batch).
+    /// adds nothing here, null when it has no such form (then its adapter cannot join a mixed batch). A module that adds
+    /// something has none unless it says so.
     /// </summary>
-    public virtual IReadOnlyList<BottleneckStage>? RowStages => [];
+    public virtual IReadOnlyList<BottleneckStage>? RowStages => AddsToOutput ? null : [];
 }
 
 /// <summary>

@@ -133,9 +133,16 @@ public static class AdapterFiles
 
     static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
-    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors) =>
+    /// <summary>The newest <c>format_version</c> this code reads (see <see cref="MethodConfig.FormatVersion"/>).</summary>
+    public const int LatestFormatVersion = 2;
+
+    /// <summary>Writes the folder; its <c>format_version</c> is the one its method's config needs.</summary>
+    public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors)
+    {
+        manifest = manifest with { FormatVersion = manifest.Config.FormatVersion };
         WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
+    }
 
     /// <summary>SHA-256 (hex) of the adapter's weights file: what a fusion records to know it later.</summary>
     public static string WeightsSha256(string dir)
@@ -202,8 +209,8 @@ public static class AdapterFiles
         var manifest = ReadJson<AdapterManifest>(dir, ConfigFile, "adapter");
         if (manifest is null || manifest.Format != AdapterManifest.FormatName)
             throw new ModelFormatException($"{path}: not an AdapterSharp adapter config (format '{manifest?.Format}')");
-        if (manifest.FormatVersion != 1)
-            throw new ModelFormatException($"{path}: adapter format version {manifest.FormatVersion} is not supported (expected 1)");
+        if (manifest.FormatVersion is < 1 or > LatestFormatVersion)
+            throw new ModelFormatException($"{path}: adapter format version {manifest.FormatVersion} is not supported (expected 1-{LatestFormatVersion})");
         // JSON null reaches the non-nullable properties as null: name each missing part instead of crashing later.
         if (manifest.Config is null) throw new ModelFormatException($"{path}: missing \"config\"");
         if (manifest.Head is null) throw new ModelFormatException($"{path}: missing \"head\"");

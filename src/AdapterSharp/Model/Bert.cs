@@ -414,16 +414,17 @@ public sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     /// <summary>
     /// Stores the encoder's frozen projection weights in <paramref name="type"/> (once, not every step as autocast
-    /// does) and runs matrix products in it. Only the base's own linear maps whose parameters are all frozen and not
-    /// in <paramref name="keepFloat32"/> (those an adapter trains or owns) are cast; embedding tables (lookups, not
-    /// products: autocast leaves them alone too), LayerNorms, adapters and the pooler stay float32.
+    /// does) and runs matrix products in it. Only the base's own linear maps (<see cref="BaseModules"/>: nothing in an
+    /// adapter container) whose parameters are all frozen are cast; trainable ones keep float32 masters, cast inside
+    /// their products. Embedding tables (lookups, not products: autocast leaves them alone too), LayerNorms, adapters
+    /// and the pooler stay float32.
     /// </summary>
-    public void UseMatmulType(ScalarType type, Func<nn.Module, bool>? keepFloat32 = null)
+    public void UseMatmulType(ScalarType type)
     {
         MatmulType = type;
         if (type == ScalarType.Float32) return;
         foreach (var (_, module) in BaseModules())
-            if (module is Linear && module.parameters().All(p => !p.requires_grad) && keepFloat32?.Invoke(module) != true)
+            if (module is Linear && module.parameters().All(p => !p.requires_grad))
                 module.to(type);
         // The float32 weights' blocks would stay in the CUDA allocator's cache, in sizes activations seldom fit.
         if (encoder.parameters().Any(p => p.device.type == DeviceType.CUDA)) AdapterSharp.Native.CudaAllocator.EmptyCache();

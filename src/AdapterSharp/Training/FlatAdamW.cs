@@ -53,6 +53,8 @@ public sealed class FlatAdamW : IDisposable
         double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, long chunkElements = DefaultChunkElements)
     {
         if (parameters.Count == 0) throw new ArgumentException("nothing to optimize", nameof(parameters));
+        if (parameters.Any(p => !(p.RateScale > 0 && double.IsFinite(p.RateScale))))
+            throw new ArgumentException("learning-rate scales must be positive", nameof(parameters));
         var device = parameters[0].Parameter.device;
         long total = parameters.Sum(p => p.Parameter.numel());
         values = zeros(total, ScalarType.Float32, device);
@@ -69,10 +71,8 @@ public sealed class FlatAdamW : IDisposable
         var layout = parameters.Where(p => p.Decay).Concat(parameters.Where(p => !p.Decay)).ToList();
         ordered = layout.Select(p => p.Parameter).ToArray();
         if (layout.Any(p => p.RateScale != 1.0))
-        {
-            if (layout.Any(p => !(p.RateScale > 0))) throw new ArgumentException("learning-rate scales must be positive", nameof(parameters));
-            rates = cat(layout.Select(p => full(p.Parameter.numel(), p.RateScale, ScalarType.Float32, device)).ToArray());
-        }
+            using (NewDisposeScope())
+                rates = cat(layout.Select(p => full(p.Parameter.numel(), p.RateScale, ScalarType.Float32, device)).ToArray()).DetachFromDisposeScope();
         foreach (var (parameter, decay, _) in layout)
         {
             if (parameter.dtype != ScalarType.Float32)

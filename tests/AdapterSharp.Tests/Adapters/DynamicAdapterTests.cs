@@ -45,6 +45,34 @@ public class DynamicAdapterTests
     }
 
     [Fact]
+    public void In_training_units_are_masked_softly_and_the_size_penalty_reaches_the_controller()
+    {
+        var config = DynamicConfig.Default with { AdapterSize = 8, Init = AdapterInit.Bert, InitialFraction = 0.45, SizePenalty = 0.3, MaskTemperature = 2 };
+        using var model = Create(config);
+        model.TrainOnly("task");
+        model.train();
+        var adapter = (DynamicAdapter)model.Bert.Encoder.Layers[0].Output.Adapters["task"];
+        var parameters = adapter.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        using var pass = new ForwardPass();
+        using var h = randn(3, 5, 32);
+        using var actual = adapter.Delta(h, h, pass)!;
+        // s = σ(b) = 0.45 for every input (zero controller weights); unit i gets σ((s·8 − i − ½)/τ), τ = 2.
+        double s = 0.45;
+        using (no_grad())
+        {
+            using var mask = tensor(Enumerable.Range(0, 8).Select(i => (float)(1 / (1 + Math.Exp(-(s * 8 - i - 0.5) / 2)))).ToArray());
+            using var expected = (F.relu(h.matmul(parameters["down.weight"].t()) + parameters["down.bias"]) * mask)
+                .matmul(parameters["up.weight"].t()) + parameters["up.bias"];
+            Assert.True((expected - actual).abs().max().item<float>() <= 1e-5f);
+        }
+        // The auxiliary loss is λ·s, and its gradient reaches the controller's bias: λ·s(1 − s).
+        var penalty = pass.AuxiliaryLoss()!;
+        Assert.Equal(0.3 * s, penalty.item<float>(), 5);
+        penalty.backward();
+        Assert.Equal(0.3 * s * (1 - s), parameters["controller.bias"].grad!.item<float>(), 5);
+    }
+
+    [Fact]
     public void Training_moves_the_controller_and_a_size_penalty_shrinks_the_learned_size()
     {
         var tokenizer = TinyTask.Tokenizer();

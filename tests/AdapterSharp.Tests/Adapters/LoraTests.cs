@@ -83,6 +83,16 @@ public class LoraTests
     }
 
     [Fact]
+    public void Merging_into_weights_already_cast_to_bf16_is_refused()
+    {
+        using var model = Create();
+        model.PrepareForInference(CPU, ScalarType.BFloat16);
+        var error = Assert.Throws<InvalidOperationException>(() => model.Merge("task"));
+        Assert.StartsWith("adapter 'task': encoder.layer.0.attention.self.query is stored in BFloat16; merge before the base is cast", error.Message);
+        Assert.Null(model.Merged);
+    }
+
+    [Fact]
     public void Only_linear_methods_merge()
     {
         using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));

@@ -267,14 +267,23 @@ public class MethodTheory
             return;
         }
         var mixed = model.LogitsPerRow(batch.Ids, batch.Mask, batch.Types, rows);
+        var hidden = model.EncodePerRow(batch.Ids, batch.Mask, batch.Types, rows);
         for (int row = 0; row < rows.Length; row++)
         {
-            if (rows[row] is not { } name) continue;
+            if (rows[row] is not { } name)
+            {
+                // A row of no adapter is the bare base model's, whatever the other rows' projection or sublayer stacks hold.
+                var rowIds = batch.Ids.narrow(0, row, 1).narrow(1, 0, lengths[row]);
+                using var bare = model.Bert.call(rowIds, ones_like(rowIds), batch.Types.narrow(0, row, 1).narrow(1, 0, lengths[row]));
+                var difference = (hidden[row].narrow(0, 0, lengths[row]) - bare[0]).abs().max().item<float>();
+                Assert.True(difference <= 1e-5f, $"{method}: row {row} (none) differs from the base by {difference}");
+                continue;
+            }
             model.Active = name;
             var ids = batch.Ids.narrow(0, row, 1).narrow(1, 0, lengths[row]);
             var alone = model.Logits(ids, null, batch.Types.narrow(0, row, 1).narrow(1, 0, lengths[row]))[0]; // (labels)
-            var difference = (mixed.Logits[row].narrow(0, 0, mixed.Outputs[row]) - alone).abs().max().item<float>();
-            Assert.True(difference <= 1e-5f, $"{method}: row {row} ({name}) differs by {difference}");
+            var logitDifference = (mixed.Logits[row].narrow(0, 0, mixed.Outputs[row]) - alone).abs().max().item<float>();
+            Assert.True(logitDifference <= 1e-5f, $"{method}: row {row} ({name}) differs by {logitDifference}");
         }
     }
 

@@ -79,6 +79,48 @@ public class SeamTests
         for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i]);
     }
 
+    /// <summary>A method whose module adds something but gives no per-row form.</summary>
+    sealed record OpaqueConfig : MethodConfig
+    {
+        public static readonly OpaqueConfig Default = new() { Method = "opaque-seam-test" };
+    }
+
+    sealed class OpaqueAdapter() : SublayerAdapter(nameof(OpaqueAdapter))
+    {
+        public override bool AddsToOutput => true;
+
+        public override Tensor? Delta(Tensor sublayer, Tensor residual, AdapterSharp.Model.ForwardPass pass) => sublayer * 0.5;
+    }
+
+    sealed class OpaqueMethod : AdapterMethod<OpaqueConfig>
+    {
+        public override IReadOnlyList<MethodConfig> Presets { get; } = [OpaqueConfig.Default];
+
+        protected override void Inject(OpaqueConfig config, AdapterInjection injection) =>
+            injection.Place(injection.SublayerSlots.First(s => s.Kind == SlotKind.FfnOutput), new OpaqueAdapter());
+    }
+
+    static readonly Lazy<bool> OpaqueRegistered = new(() =>
+    {
+        MethodRegistry.Register(new OpaqueMethod());
+        return true;
+    });
+
+    [Fact]
+    public void A_module_without_a_per_row_form_keeps_its_adapter_out_of_mixed_batches_and_says_so()
+    {
+        _ = OpaqueRegistered.Value;
+        using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
+        model.AddAdapter("opaque", OpaqueConfig.Default, HeadConfig.Classification(["a", "b"]));
+        model.AddAdapter("h", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.Classification(["a", "b"]));
+        model.eval();
+        var (ids, mask, types) = TinyBert.Batch(1, 4, 5);
+        using var noGrad = no_grad();
+        var error = Assert.Throws<ArgumentException>(() => model.LogitsPerRow(ids, mask, types, ["opaque", "h"]));
+        Assert.Contains("'opaque' (opaque-seam-test) cannot join a mixed batch", error.Message);
+        using var logits = model.LogitsPerRow(ids, mask, types, ["h", null]).Logits; // the others still mix
+    }
+
     [Fact]
     public void A_taken_method_name_cannot_be_registered_again()
     {

@@ -46,9 +46,24 @@ public sealed class MethodCommandTests : IDisposable
         Assert.True(plain.ExitCode == 0, plain.ToString());
         Assert.True(merged.ExitCode == 0, merged.ToString());
         Assert.Equal(Accuracy(plain.Stdout), Accuracy(merged.Stdout));
+        // Probabilities, not only accuracy: a merge that lost or doubled the update would move them.
+        string[] texts = ["good w1 w2 w3", "bad w4", "w5 w6 good w7 bad", "w8"];
+        var plainPredictions = Probabilities(Run(["predict", "--adapter", adapterDir, .. texts]));
+        var mergedPredictions = Probabilities(Run(["predict", "--adapter", adapterDir, "--merge", .. texts]));
+        Assert.Equal(texts.Length, plainPredictions.Count);
+        for (int i = 0; i < texts.Length; i++)
+            Assert.True(Math.Abs(plainPredictions[i] - mergedPredictions[i]) <= 1e-5, $"{texts[i]}: {plainPredictions[i]} vs merged {mergedPredictions[i]}");
     }
 
     static double Accuracy(string json) => JsonDocument.Parse(json).RootElement.GetProperty("accuracy").GetDouble();
+
+    /// <summary>Each predicted line's probability of <paramref name="label"/>.</summary>
+    static List<double> Probabilities(CliResult result, string label = "pos")
+    {
+        Assert.True(result.ExitCode == 0, result.ToString());
+        return result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(line => JsonDocument.Parse(line).RootElement.GetProperty("probabilities").GetProperty(label).GetDouble()).ToList();
+    }
 
     [Fact]
     public void A_hybrid_trains_its_adapters_and_the_top_layer_and_merge_is_refused_for_it()
@@ -67,8 +82,11 @@ public sealed class MethodCommandTests : IDisposable
         var train = Run(["train", .. Data(), "--method", "dynamic", "--adapter-size", "8", "--size-penalty", "0.5", "--output", "runs/dynamic"]);
         Assert.True(train.ExitCode == 0, train.ToString());
         var line = JsonDocument.Parse(File.ReadAllLines(Path.Combine(dir.Path, "runs/dynamic/metrics.jsonl"))[^1]).RootElement;
-        Assert.InRange(line.GetProperty("learned_size").GetDouble(), 0, 8);
-        Assert.True(line.TryGetProperty("learned_size/encoder.layer.0.attention.output.adapter", out _), line.ToString());
+        // One figure per site (2 layers × 2 sites), each a size between 0 and 8 units, and their mean.
+        var sites = line.EnumerateObject().Where(p => p.Name.StartsWith("learned_size/", StringComparison.Ordinal)).Select(p => p.Value.GetDouble()).ToList();
+        Assert.Equal(4, sites.Count);
+        Assert.All(sites, size => Assert.InRange(size, 0, 8));
+        Assert.Equal(sites.Average(), line.GetProperty("learned_size").GetDouble(), 5);
         var eval = Run(Eval(Path.Combine(dir.Path, "runs/dynamic/adapter")));
         Assert.True(eval.ExitCode == 0, eval.ToString());
         Assert.Contains("\"learned_size\":", eval.Stdout);
@@ -86,5 +104,22 @@ public sealed class MethodCommandTests : IDisposable
     public void Options_a_method_cannot_take_are_one_line_errors(string[] options, string message)
     {
         CliAssert.OneLineError(Run(["params", "--model", modelDir, .. options]), message);
+    }
+
+    [Fact]
+    public void A_base_learning_rate_without_base_layers_to_train_is_refused()
+    {
+        CliAssert.OneLineError(Run(["train", .. Data(), "--method", "lora", "--base-lr", "1e-4"]),
+            "--base-lr applies where base layers train (--train-top-k, full, top-k), not to --method lora alone");
+    }
+
+    [Fact]
+    public void Folders_of_methods_the_first_format_did_not_know_are_written_as_version_2()
+    {
+        var lora = Run(["train", .. Data(), "--method", "lora", "--output", "runs/v-lora"]);
+        var houlsby = Run(["train", .. Data(), "--adapter-size", "4", "--output", "runs/v-houlsby"]);
+        Assert.True(lora.ExitCode == 0 && houlsby.ExitCode == 0, lora + "\n" + houlsby);
+        Assert.Equal(2, AdapterFiles.ReadManifest(Path.Combine(dir.Path, "runs/v-lora/adapter")).FormatVersion);
+        Assert.Equal(1, AdapterFiles.ReadManifest(Path.Combine(dir.Path, "runs/v-houlsby/adapter")).FormatVersion);
     }
 }

@@ -41,6 +41,14 @@ public abstract record MethodConfig
 
     public bool AppliesToLayer(int layer) => Layers is null || Layers.Contains(layer);
 
+    /// <summary>
+    /// The <c>adapter_config.json</c> format version a folder of this config needs: 1 where the first format's reader
+    /// (before methods became pluggable) loads it correctly — the bottleneck presets and the baselines, without top layers
+    /// trained beside LayerNorm copies — and 2 otherwise, so that such a reader refuses it in one line instead of
+    /// misreading it.
+    /// </summary>
+    [JsonIgnore] public virtual int FormatVersion => TrainTopLayers > 0 && TrainLayerNorms ? 2 : 1;
+
     /// <summary>Throws <see cref="ArgumentException"/> with a one-line reason if the record is inconsistent.</summary>
     public virtual void Validate(int numLayers)
     {

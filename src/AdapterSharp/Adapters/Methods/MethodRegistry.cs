@@ -48,16 +48,21 @@ public static class MethodRegistry
 
     /// <summary>The preset named <paramref name="name"/> (any case), or an <see cref="ArgumentException"/> listing them.</summary>
     public static MethodConfig Get(string name) =>
-        ByName.TryGetValue(name, out var entry) ? entry.Preset
+        Find(name) is { } entry ? entry.Preset
             : throw new ArgumentException($"--method: unknown method '{name}' (expected one of {Names})");
 
     /// <summary>The record type that configurations named <paramref name="name"/> have, or null for an unknown name.</summary>
-    public static Type? ConfigType(string name) => ByName.TryGetValue(name, out var entry) ? entry.Method.ConfigType : null;
+    public static Type? ConfigType(string name) => Find(name)?.Method.ConfigType;
+
+    static (AdapterMethod Method, MethodConfig Preset)? Find(string name)
+    {
+        lock (Guard) return ByName.TryGetValue(name, out var entry) ? entry : null;
+    }
 
     /// <summary>The method that injects <paramref name="config"/>.</summary>
     public static AdapterMethod For(MethodConfig config)
     {
-        if (!ByName.TryGetValue(config.Method, out var entry))
+        if (Find(config.Method) is not { } entry)
             throw new ArgumentException($"unknown method '{config.Method}' (expected one of {Names})");
         if (!entry.Method.ConfigType.IsInstanceOfType(config))
             throw new ArgumentException($"method '{config.Method}' takes a {entry.Method.ConfigType.Name}, not a {config.GetType().Name}");

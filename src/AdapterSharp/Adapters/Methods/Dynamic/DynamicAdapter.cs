@@ -53,7 +53,9 @@ public sealed class DynamicAdapter : SublayerAdapter, IAdapterStatistics
         var fraction = Fraction(sublayer, pass.TokenMask); // (B, 1) float32
         var units = arange(size, ScalarType.Float32, sublayer.device); // (m)
         Tensor mask;
-        if (training)
+        // The soft mask while this adapter trains; frozen (below a stack or under a fusion that trains), it computes
+        // what it will at inference.
+        if (training && controller.weight!.requires_grad)
         {
             mask = ((fraction * size - units - 0.5) / config.MaskTemperature).sigmoid(); // (B, m)
             if (config.SizePenalty > 0) pass.AddLoss($"size-penalty/{adapter}", fraction.mean() * config.SizePenalty);
@@ -91,6 +93,7 @@ public sealed class DynamicAdapter : SublayerAdapter, IAdapterStatistics
         using var noGrad = no_grad();
         var total = chosen.sum();
         var rows = tensor((float)chosen.shape[0], device: chosen.device);
+        if (sizeSum is not null && (sizeSum.device.type != chosen.device.type || sizeSum.device.index != chosen.device.index)) ResetStatistics(); // the model moved
         if (sizeSum is null)
         {
             sizeSum = total.DetachFromDisposeScope();

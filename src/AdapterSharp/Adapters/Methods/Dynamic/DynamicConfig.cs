@@ -31,6 +31,9 @@ public sealed record DynamicConfig : MethodConfig
 
     [JsonIgnore] public override bool Fusable => AttentionAdapter || FfnAdapter;
 
+    /// <summary>A method the first format did not know.</summary>
+    [JsonIgnore] public override int FormatVersion => 2;
+
     public override void Validate(int numLayers)
     {
         base.Validate(numLayers);

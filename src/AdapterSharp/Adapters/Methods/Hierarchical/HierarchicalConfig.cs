@@ -18,6 +18,9 @@ public sealed record HierarchicalConfig : MethodConfig
 
     [JsonIgnore] public override bool Fusable => AttentionAdapter || FfnAdapter;
 
+    /// <summary>A method the first format did not know.</summary>
+    [JsonIgnore] public override int FormatVersion => 2;
+
     public override void Validate(int numLayers)
     {
         base.Validate(numLayers);

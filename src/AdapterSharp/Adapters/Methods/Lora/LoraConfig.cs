@@ -21,6 +21,9 @@ public sealed record LoraConfig : MethodConfig
     /// <summary>A linear change of the targeted weights: <c>W + (α/r) B A</c> folds into them.</summary>
     [JsonIgnore] public override bool Mergeable => !ModifiesBase;
 
+    /// <summary>A method the first format did not know.</summary>
+    [JsonIgnore] public override int FormatVersion => 2;
+
     public override void Validate(int numLayers)
     {
         base.Validate(numLayers);

@@ -16,6 +16,9 @@ public sealed record SharedConfig : MethodConfig
 
     [JsonIgnore] public override bool Fusable => AttentionAdapter || FfnAdapter;
 
+    /// <summary>A method the first format did not know.</summary>
+    [JsonIgnore] public override int FormatVersion => 2;
+
     public override void Validate(int numLayers)
     {
         base.Validate(numLayers);
