@@ -191,7 +191,7 @@ static class TrainCommand
         foreach (var task in summary.Tasks)
         {
             var best = task.Result.Best is { } b
-                ? $"best {string.Join(", ", b.Metrics.Select(m => $"{m.Key} {m.Value:F4}"))} (epoch {b.Epoch}, step {b.Step})"
+                ? $"best {Figures(b)} (epoch {b.Epoch}, step {b.Step})"
                 : "no evaluation";
             Console.WriteLine($"{task.Task}: {task.Result.Steps} steps, {best}; adapter: {task.AdapterDir}");
         }
@@ -203,7 +203,7 @@ static class TrainCommand
         var result = summary.Result;
         Console.WriteLine($"stopped: {result.StopReason} after {result.Steps} steps in {result.Elapsed.TotalMinutes:F1} min ({result.ExamplesPerSecond:F0} examples/s)");
         if (result.Best is { } best)
-            Console.WriteLine($"best: {string.Join(", ", best.Metrics.Select(m => $"{m.Key} {m.Value:F4}"))} (epoch {best.Epoch}, step {best.Step})");
+            Console.WriteLine($"best: {Figures(best)} (epoch {best.Epoch}, step {best.Step})");
         Console.WriteLine($"adapter: {summary.AdapterDir}");
         Console.WriteLine($"metrics: {Path.Combine(summary.RunDir, "metrics.jsonl")}");
     }
@@ -231,6 +231,10 @@ static class TrainCommand
             throw new UsageException($"{option}: '{text}' is not a duration like 10m, 90s or 1h30m");
         return total;
     }
+
+    /// <summary>An evaluation's metrics and whole-adapter figures; per-site figures (<c>learned_size/…</c>) stay in metrics.jsonl.</summary>
+    internal static string Figures(Evaluation e) =>
+        string.Join(", ", e.Metrics.Where(m => !m.Key.Contains('/', StringComparison.Ordinal)).Select(m => $"{m.Key} {m.Value:F4}"));
 
     /// <summary>Whether the method trains base layers and nothing of its own besides the head (full, top-k).</summary>
     static bool BaseOnly(MethodConfig config) => config.ModifiesBase && config is BaselineConfig { TrainLayerNorms: false };
@@ -302,6 +306,6 @@ static class ProgressView
         $"lr {p.LearningRate:0.00e0} {p.ExamplesPerSecond:F0} ex/s";
 
     static string DescribeOne(Evaluation e) =>
-        $"eval epoch {e.Epoch} step {e.Step}: {string.Join(", ", e.Metrics.Select(m => $"{m.Key} {m.Value:F4}"))} " +
+        $"eval epoch {e.Epoch} step {e.Step}: {TrainCommand.Figures(e)} " +
         $"(train loss {e.Loss:F4}, {e.Elapsed.TotalMinutes:F1} min)";
 }

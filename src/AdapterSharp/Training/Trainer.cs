@@ -494,9 +494,6 @@ public sealed class Trainer
         if (adapter is not null) model.ResetStatistics(adapter);
         var outputs = Predict(model, data, batchSize, device);
         var result = new Dictionary<string, double>();
-        if (adapter is not null)
-            foreach (var (figure, value) in model.Statistics(adapter))
-                result[figure] = value;
         if (head.IsRegression)
         {
             var predicted = outputs.Select(o => (double)o[0]).ToList();
@@ -523,6 +520,10 @@ public sealed class Trainer
                     _ => throw new ArgumentException($"metric '{metric}' does not apply to classification"),
                 };
         }
+        // After the task's metrics, which come first in logs and reports.
+        if (adapter is not null)
+            foreach (var (figure, value) in model.Statistics(adapter))
+                result.TryAdd(figure, value);
         return result;
     }
 
