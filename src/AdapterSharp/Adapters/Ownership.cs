@@ -72,6 +72,10 @@ public sealed class AdapterInjection
     /// <summary>Each layer's query, key, value, attention output, intermediate and output projections.</summary>
     public IReadOnlyList<ProjectionSlot> ProjectionSlots { get; }
 
+    /// <summary>The attention-output slots (where <paramref name="attention"/>) and FFN-output slots (where <paramref name="ffn"/>) of the config's layers.</summary>
+    public IEnumerable<SublayerSlot> SublayerSlotsOf(MethodConfig config, bool attention, bool ffn) =>
+        SublayerSlots.Where(s => (s.Kind == SlotKind.AttentionOutput ? attention : s.Kind == SlotKind.FfnOutput && ffn) && config.AppliesToLayer(s.Layer));
+
     /// <summary>Puts <paramref name="module"/> at a sublayer's end; its parameters are keyed under the slot's file key.</summary>
     public void Place(SublayerSlot slot, SublayerAdapter module)
     {

@@ -11,17 +11,8 @@ public sealed class BottleneckMethod : AdapterMethod<BottleneckConfig>
 
     protected override void Inject(BottleneckConfig config, AdapterInjection injection)
     {
-        foreach (var slot in injection.SublayerSlots)
-        {
-            bool wanted = slot.Kind switch
-            {
-                SlotKind.AttentionOutput => config.AttentionAdapter,
-                SlotKind.FfnOutput => config.FfnAdapter,
-                _ => false,
-            };
-            if (wanted && config.AppliesToLayer(slot.Layer))
-                injection.Place(slot, new BottleneckAdapter(injection.Config.HiddenSize, config, config.TrainLayerNorms ? slot.LayerNorm : null));
-        }
+        foreach (var slot in injection.SublayerSlotsOf(config, config.AttentionAdapter, config.FfnAdapter))
+            injection.Place(slot, new BottleneckAdapter(injection.Config.HiddenSize, config, config.TrainLayerNorms ? slot.LayerNorm : null));
         injection.AddLayerNormCopies(config);
     }
 }

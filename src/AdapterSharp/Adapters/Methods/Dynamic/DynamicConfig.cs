@@ -54,12 +54,8 @@ public sealed class DynamicMethod : AdapterMethod<DynamicConfig>
 
     protected override void Inject(DynamicConfig config, AdapterInjection injection)
     {
-        foreach (var slot in injection.SublayerSlots)
-        {
-            bool wanted = slot.Kind == SlotKind.AttentionOutput ? config.AttentionAdapter : slot.Kind == SlotKind.FfnOutput && config.FfnAdapter;
-            if (wanted && config.AppliesToLayer(slot.Layer))
-                injection.Place(slot, new DynamicAdapter(injection.Config.HiddenSize, config, injection.Name, config.TrainLayerNorms ? slot.LayerNorm : null));
-        }
+        foreach (var slot in injection.SublayerSlotsOf(config, config.AttentionAdapter, config.FfnAdapter))
+            injection.Place(slot, new DynamicAdapter(injection.Config.HiddenSize, config, injection.Name, config.TrainLayerNorms ? slot.LayerNorm : null));
         injection.AddLayerNormCopies(config);
     }
 }

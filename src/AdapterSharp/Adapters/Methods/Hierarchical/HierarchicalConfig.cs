@@ -39,12 +39,8 @@ public sealed class HierarchicalMethod : AdapterMethod<HierarchicalConfig>
 
     protected override void Inject(HierarchicalConfig config, AdapterInjection injection)
     {
-        foreach (var slot in injection.SublayerSlots)
-        {
-            bool wanted = slot.Kind == SlotKind.AttentionOutput ? config.AttentionAdapter : slot.Kind == SlotKind.FfnOutput && config.FfnAdapter;
-            if (wanted && config.AppliesToLayer(slot.Layer))
-                injection.Place(slot, new HierarchicalAdapter(injection.Config.HiddenSize, config, config.TrainLayerNorms ? slot.LayerNorm : null));
-        }
+        foreach (var slot in injection.SublayerSlotsOf(config, config.AttentionAdapter, config.FfnAdapter))
+            injection.Place(slot, new HierarchicalAdapter(injection.Config.HiddenSize, config, config.TrainLayerNorms ? slot.LayerNorm : null));
         injection.AddLayerNormCopies(config);
     }
 }

@@ -38,12 +38,8 @@ public sealed class SharedMethod : AdapterMethod<SharedConfig>
     {
         var bottleneck = new Bottleneck(injection.Config.HiddenSize, config.AdapterSize, config.NonLinearity, config.Init);
         injection.PlaceShared(bottleneck);
-        foreach (var slot in injection.SublayerSlots)
-        {
-            bool wanted = slot.Kind == SlotKind.AttentionOutput ? config.AttentionAdapter : slot.Kind == SlotKind.FfnOutput && config.FfnAdapter;
-            if (wanted && config.AppliesToLayer(slot.Layer))
-                injection.Place(slot, new SharedSiteAdapter(bottleneck, config.TrainLayerNorms ? slot.LayerNorm : null));
-        }
+        foreach (var slot in injection.SublayerSlotsOf(config, config.AttentionAdapter, config.FfnAdapter))
+            injection.Place(slot, new SharedSiteAdapter(bottleneck, config.TrainLayerNorms ? slot.LayerNorm : null));
         injection.AddLayerNormCopies(config);
     }
 }
