@@ -12,21 +12,15 @@ namespace AdapterSharp.Tests.Adapters;
 
 // The example of docs/architecture.md ("Adding a method"), as written there: a Houlsby bottleneck after the FFN of the
 // top layers only, defined outside the library.
-public sealed record FfnOnlyConfig : MethodConfig
+public sealed record FfnOnlyConfig : MethodConfig                     // the record: adapter_config.json's "config"
+{ [JsonPropertyName("adapter_size")] public int AdapterSize { get; init; } = 64; }
+public sealed class FfnOnlyMethod : AdapterMethod<FfnOnlyConfig>      // its presets and its injector
 {
-    [JsonPropertyName("adapter_size")] public int AdapterSize { get; init; } = 64;
-    public static readonly FfnOnlyConfig Default = new() { Method = "ffn-only", Layers = [1], TrainLayerNorms = true };
-}
-
-public sealed class FfnOnlyMethod : AdapterMethod<FfnOnlyConfig>
-{
-    public override IReadOnlyList<MethodConfig> Presets { get; } = [FfnOnlyConfig.Default];
-
+    public override IReadOnlyList<MethodConfig> Presets { get; } = [new FfnOnlyConfig { Method = "ffn-only", Layers = [10, 11], TrainLayerNorms = true }];
     protected override void Inject(FfnOnlyConfig config, AdapterInjection injection)
     {
-        var bottleneck = BottleneckConfig.Pfeiffer with { AdapterSize = config.AdapterSize };
-        foreach (var slot in injection.SublayerSlots.Where(s => s.Kind == SlotKind.FfnOutput && config.AppliesToLayer(s.Layer)))
-            injection.Place(slot, new BottleneckAdapter(injection.Config.HiddenSize, bottleneck, config.TrainLayerNorms ? slot.LayerNorm : null));
+        foreach (var slot in injection.SublayerSlotsOf(config, attention: false, ffn: true))
+            injection.Place(slot, new BottleneckAdapter(injection.Config.HiddenSize, BottleneckConfig.Pfeiffer with { AdapterSize = config.AdapterSize }, config.TrainLayerNorms ? slot.LayerNorm : null));
         injection.AddLayerNormCopies(config);
     }
 }
@@ -47,7 +41,7 @@ public class SeamTests
         _ = Registered.Value;
         var head = HeadConfig.Classification(["neg", "pos"]);
         var encoder = Pretrained.Load(TinyTask.CreateModelDir(seed: 5));
-        var config = (FfnOnlyConfig)MethodRegistry.Get("ffn-only") with { AdapterSize = 4 };
+        var config = (FfnOnlyConfig)MethodRegistry.Get("ffn-only") with { AdapterSize = 4, Layers = [1] }; // TinyBert has layers 0 and 1
         var tokenizer = TinyTask.Tokenizer();
         var train = EncodedDataset.Encode(TinyTask.Examples(64, 1), tokenizer, head, 32, false, out _);
         var dir = Path.Combine(Directory.CreateTempSubdirectory("adaptersharp-seam-").FullName, "adapter");
