@@ -55,7 +55,10 @@ static class TrainCommand
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 42 };
         var warmup = new Option<double>("--warmup") { Description = "Warmup share of the steps.", DefaultValueFactory = _ => 0.1 };
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay (not on biases and LayerNorms).", DefaultValueFactory = _ => 0.01 };
-        var budget = new Option<string>("--time-budget") { Description = "Stop after this long (e.g. 10m, 90s, 1h; 'none'), keeping the best checkpoint.", DefaultValueFactory = _ => "10m" };
+        var budget = new Option<string?>("--time-budget")
+        {
+            Description = "Stop after this long (e.g. 10m, 90s, 1h; 'none'), keeping the best checkpoint. Default: 10m, or none when --epochs is given.",
+        };
         var evalSteps = new Option<int?>("--eval-steps") { Description = "Also evaluate every N optimizer steps." };
         var patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without improvement." };
         var randomBatches = new Option<bool>("--random-batches") { Description = "Plain random batches instead of length-bucketed ones." };
@@ -87,6 +90,7 @@ static class TrainCommand
             if (useGraphs && parse.GetValue(graphs) == "on" && parse.GetValue(accumulation) > 1)
                 throw new UsageException("--cuda-graphs on: steps with --grad-accum above 1 run eagerly; use --cuda-graphs auto or off");
             var taskName = parse.GetValue(task) ?? (parse.GetValue(trainFile) is null ? "sst2" : null);
+            var budgetChoice = TimeBudget(parse, budget, epochs);
             var request = new TrainRequest
             {
                 Model = parse.GetValue(model)!,
@@ -94,6 +98,7 @@ static class TrainCommand
                 Device = parse.GetValue(device)!,
                 Precision = parse.GetValue(precision)!,
                 Kernels = kernels,
+                TimeBudgetNote = budgetChoice.Note,
                 Data = new DataRequest
                 {
                     Task = taskName,
@@ -123,7 +128,7 @@ static class TrainCommand
                     Seed = parse.GetValue(seed),
                     WarmupRatio = parse.GetValue(warmup),
                     WeightDecay = parse.GetValue(weightDecay),
-                    TimeBudget = ParseDuration(parse.GetValue(budget)!, "--time-budget"),
+                    TimeBudget = budgetChoice.Budget,
                     EvalEverySteps = parse.GetValue(evalSteps),
                     EarlyStoppingPatience = parse.GetValue(patience),
                     BucketByLength = !parse.GetValue(randomBatches),
@@ -209,6 +214,18 @@ static class TrainCommand
     }
 
     /// <summary>"10m", "90s", "1h30m", "2h", "45" (minutes) or "none".</summary>
+    /// <summary>
+    /// The run's time budget: the one given; else none where the user asked for a number of epochs (so that it is not
+    /// cut silently); else the default 10 minutes; with a line for the log saying which, when it was not given.
+    /// </summary>
+    static (TimeSpan? Budget, string? Note) TimeBudget(ParseResult parse, Option<string?> budget, Option<int> epochs)
+    {
+        if (parse.GetValue(budget) is { } given) return (ParseDuration(given, "--time-budget"), null);
+        if (parse.GetResult(epochs) is { Implicit: false })
+            return (null, $"time budget: none (--epochs {parse.GetValue(epochs)} given; --time-budget to set one)");
+        return (TimeSpan.FromMinutes(10), "time budget: 10 min, the default (--time-budget or --epochs to change it)");
+    }
+
     public static TimeSpan? ParseDuration(string text, string option)
     {
         text = text.Trim().ToLowerInvariant();

@@ -56,6 +56,9 @@ public sealed record TrainRequest
     /// <summary>Whether sublayer ends may run as the fused CUDA kernels (<c>--fused-kernels</c>).</summary>
     public FusedKernels Kernels { get; init; } = FusedKernels.Auto;
 
+    /// <summary>How the time budget was chosen, for the log when training starts (null: nothing to say).</summary>
+    public string? TimeBudgetNote { get; init; }
+
     /// <summary>
     /// Multi-task runs (<see cref="TrainingJob.RunMultiTask"/>): one adapter and head per task, named after it,
     /// trained together on one base; <see cref="Data"/> and <see cref="AdapterName"/> are then unused.
@@ -215,6 +218,7 @@ public static class TrainingJob
         var adapterDir = Path.Combine(runDir, "adapter");
         var metricsPath = Path.Combine(runDir, "metrics.jsonl");
 
+        if (request.TimeBudgetNote is { } budgetNote) log?.Invoke(budgetNote);
         var trainer = new Trainer(model, name, request.Options, target);
         trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation, withTask: false);
         observe?.Invoke(trainer);
@@ -287,6 +291,7 @@ public static class TrainingJob
         var identity = BaseModelIdentity.Of(encoder);
         var adapterDirs = names.ToDictionary(n => n, n => Path.Combine(runDir, n, "adapter"));
 
+        if (request.TimeBudgetNote is { } budgetNote) log?.Invoke(budgetNote);
         var trainer = new Trainer(model, request.Options, target);
         trainer.Evaluated += evaluation => AppendMetrics(metricsPath, evaluation, withTask: true);
         observe?.Invoke(trainer);
