@@ -31,9 +31,7 @@ static class ConvertCommand
                 var other => throw new UsageException($"--dtype: '{other}' is not f32, f16 or bf16"),
             };
             var encoder = Pretrained.Load(parse.GetValue(model)!, parse.GetValue(vocab), Run.StderrLog);
-            var staging = target.TrimEnd('/') + $".tmp-{Guid.NewGuid():N}";
-            Directory.CreateDirectory(staging);
-            try
+            AtomicFolder.Write(target, staging =>
             {
                 var weights = encoder.Weights.ToDictionary(w => w.Key, w => w.Value.DType == type ? w.Value : Cast(w.Value, type));
                 Safetensors.Write(Path.Combine(staging, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
@@ -43,13 +41,7 @@ static class ConvertCommand
                 // Casing travels with the vocabulary: without it a cased model would be read back lower-cased.
                 File.WriteAllText(Path.Combine(staging, "tokenizer_config.json"),
                     $"{{\"tokenizer_class\": \"BertTokenizer\", \"do_lower_case\": {(encoder.Tokenizer.LowerCase ? "true" : "false")}}}\n");
-                Directory.Move(staging, target);
-            }
-            catch
-            {
-                Directory.Delete(staging, recursive: true);
-                throw;
-            }
+            }, replace: false);
             Console.WriteLine($"{target}: {encoder.Weights.Count} tensors as {type}");
             return 0;
         }));

