@@ -66,10 +66,8 @@ static class PredictCommand
         using var reader = path is null or "-" ? Console.In : new StreamReader(File.Exists(path) ? path : throw new UsageException($"{path}: file not found"));
         var source = path is null or "-" ? "<stdin>" : path;
         var result = new List<(string, string?)>();
-        int lineNumber = 0;
-        while (reader.ReadLine() is { } line)
+        foreach (var (lineNumber, line) in AdapterSharp.Data.TextLines.Read(reader, source))
         {
-            lineNumber++;
             if (line.Trim().Length == 0) continue;
             if (!line.TrimStart().StartsWith('{'))
             {

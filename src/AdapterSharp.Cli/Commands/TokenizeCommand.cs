@@ -56,11 +56,9 @@ static class TokenizeCommand
 
     public static void Tokenize(BertTokenizer tokenizer, TextReader reader, string source, int? maxLength, TextWriter output)
     {
-        int lineNumber = 0;
         using var buffer = new MemoryStream();
-        while (reader.ReadLine() is { } line)
+        foreach (var (lineNumber, line) in AdapterSharp.Data.TextLines.Read(reader, source))
         {
-            lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             var (text, pair) = Parse(line, $"{source}:{lineNumber}");
             var encoding = tokenizer.Encode(text, pair, maxLength);

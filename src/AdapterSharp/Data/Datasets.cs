@@ -54,11 +54,14 @@ public static class DataReader
         if (headerError is not null) throw new DataFormatException($"{path}:{headerLine}: {headerError}");
         int Index(string name, string option)
         {
-            int index = Array.FindIndex(header, h => h.Trim() == name);
-            if (index < 0)
+            var matches = Enumerable.Range(0, header.Length).Where(i => header[i].Trim() == name).ToArray();
+            if (matches.Length == 0)
                 throw new DataFormatException(
-                    $"{path}:{headerLine}: no column '{name}' ({option}); the header has: {string.Join(", ", header.Select(h => h.Trim()))}");
-            return index;
+                    $"{path}:{headerLine}: no column '{name}' ({option}); the header has: {Shorten(string.Join(", ", header.Select(h => h.Trim())))}");
+            if (matches.Length > 1)
+                throw new DataFormatException(
+                    $"{path}:{headerLine}: column '{name}' ({option}) appears {matches.Length} times in the header (columns {string.Join(", ", matches.Select(i => i + 1))})");
+            return matches[0];
         }
         int text = Index(columns.Text, "--text-column");
         int? pair = columns.TextPair is null ? null : Index(columns.TextPair, "--text-pair-column");
@@ -70,6 +73,9 @@ public static class DataReader
             while (e.MoveNext()) yield return e.Current;
         }
     }
+
+    /// <summary>At most 200 characters of <paramref name="text"/>, for a message.</summary>
+    static string Shorten(string text) => text.Length <= 200 ? text : text[..200] + "…";
 
     /// <param name="columnCount">The header's width, which every row must match; null where columns are taken by index.</param>
     static LoadedData Collect(string path, IEnumerable<(int Line, string[] Fields, string? Error)> rows,
@@ -89,9 +95,11 @@ public static class DataReader
                 problem = $"expected at least {needed} columns, found {fields.Length}";
             if (problem is null && fields[text].Trim().Length == 0) problem = $"empty text in {columnName(text)}";
             if (problem is null && pair is { } p && fields[p].Trim().Length == 0) problem = $"empty text in {columnName(p)}";
+            string? canonical = null;
             if (problem is null && fields[label].Trim().Length == 0) problem = $"empty label in {columnName(label)}";
+            if (problem is null) (canonical, problem) = Labels.Canonical(fields[label]);
             if (problem is not null) kept.Reject(line, problem);
-            else kept.Add(new Example(fields[text], pair is { } q ? fields[q] : null, fields[label].Trim(), path, line));
+            else kept.Add(new Example(fields[text], pair is { } q ? fields[q] : null, canonical!, path, line));
         }
         return kept.Data;
     }
@@ -158,7 +166,8 @@ public static class DataReader
         }
         var label = Field(columns.Label, out problem);
         if (problem is not null) return (null, problem);
-        return (new Example(text!, pair, label!.Trim(), path, line), null);
+        var (canonical, labelProblem) = Labels.Canonical(label!);
+        return labelProblem is not null ? (null, labelProblem) : (new Example(text!, pair, canonical!, path, line), null);
     }
 
     /// <summary>
@@ -168,36 +177,56 @@ public static class DataReader
     public static IEnumerable<(int Line, string Text, string? Error)> ReadLines(string path) =>
         DecodeLines(path).Select(l => l.Error is null ? l : (l.Line, "", l.Error));
 
-    /// <summary>As <see cref="ReadLines"/>, but a line with an error also has its text, decoded with replacement characters.</summary>
+    /// <summary>The longest line a data file may have: a longer one is an error, not an allocation as large as the file.</summary>
+    public const int MaxLineBytes = 1 << 20;
+
+    /// <summary>
+    /// As <see cref="ReadLines"/>, but a line with an error also has its text, decoded with replacement characters.
+    /// The file is read as a stream, a line at a time, so a file without line breaks (or /dev/zero) is an error at its
+    /// first line once that passes <see cref="MaxLineBytes"/>.
+    /// </summary>
     static IEnumerable<(int Line, string Text, string? Error)> DecodeLines(string path)
     {
-        if (!File.Exists(path)) throw new DataFormatException($"{path}: file not found");
-        var bytes = File.ReadAllBytes(path);
+        if (!File.Exists(path) && !IsDevice(path)) throw new DataFormatException($"{path}: file not found");
         var strict = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-        int start = bytes.AsSpan().StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? 3 : 0;
-        int lineNumber = 0;
-        while (start < bytes.Length)
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 16);
+        var line = new MemoryStream();
+        int lineNumber = 0, next;
+        bool first = true;
+        while (true)
         {
-            int end = Array.IndexOf(bytes, (byte)'\n', start);
-            if (end < 0) end = bytes.Length;
-            int length = end - start;
-            if (length > 0 && bytes[start + length - 1] == '\r') length--;
+            line.SetLength(0);
+            while ((next = stream.ReadByte()) >= 0 && next != '\n')
+            {
+                if (line.Length >= MaxLineBytes)
+                    throw new DataFormatException($"{path}:{lineNumber + 1}: line longer than {MaxLineBytes >> 20} MiB (not a text file, or no line breaks?)");
+                line.WriteByte((byte)next);
+            }
+            if (next < 0 && line.Length == 0) yield break;
             lineNumber++;
+            var bytes = line.GetBuffer().AsSpan(0, (int)line.Length);
+            if (first && bytes.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) bytes = bytes[3..];
+            first = false;
+            if (bytes.Length > 0 && bytes[^1] == '\r') bytes = bytes[..^1];
+            if (bytes.IndexOf((byte)'\r') >= 0)
+                throw new DataFormatException($"{path}:{lineNumber}: a carriage return inside the line: the file's line endings are CR only? (write them as LF or CRLF)");
             string text;
             string? error = null;
             try
             {
-                text = strict.GetString(bytes, start, length);
+                text = strict.GetString(bytes);
             }
             catch (DecoderFallbackException)
             {
-                text = Encoding.UTF8.GetString(bytes, start, length);
+                text = Encoding.UTF8.GetString(bytes);
                 error = "invalid UTF-8";
             }
             yield return (lineNumber, text, error);
-            start = end + 1;
+            if (next < 0) yield break;
         }
     }
+
+    static bool IsDevice(string path) => path.StartsWith("/dev/", StringComparison.Ordinal);
 
     /// <summary>RFC 4180 CSV records: quoted fields may hold commas, doubled quotes and line breaks.</summary>
     static IEnumerable<(int Line, string[] Fields, string? Error)> CsvRows(string path)
@@ -225,7 +254,16 @@ public static class DataReader
                         field.Append('"');
                         i++;
                     }
-                    else inQuotes = false;
+                    else
+                    {
+                        inQuotes = false;
+                        // After a closing quote comes a comma or the end of the record; anything else means an unbalanced
+                        // quote earlier, which would otherwise merge records silently.
+                        if (i + 1 < text.Length && text[i + 1] != ',')
+                        {
+                            recordError ??= $"text after the closing quote of field {fields.Count + 1} (an unbalanced quote{(line == recordLine ? "" : $" from line {recordLine}")}?)";
+                        }
+                    }
                 }
                 else if (c == '"' && field.Length == 0) inQuotes = true;
                 else if (c == ',')
@@ -244,6 +282,27 @@ public static class DataReader
         }
         if (inQuotes) yield return (recordLine, [], "unterminated quoted field");
     }
+}
+
+/// <summary>
+/// Labels as the readers keep them: trimmed; a number in its shortest form (<c>1.0</c>, <c>01</c> and <c>1e0</c> are all
+/// <c>1</c>), so that one class is not read as several; control characters refused.
+/// </summary>
+public static class Labels
+{
+    public static (string? Label, string? Problem) Canonical(string raw)
+    {
+        var label = raw.Trim();
+        if (label.Any(char.IsControl))
+            return (null, $"label '{Escape(label)}' contains a control character");
+        if (decimal.TryParse(label, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var number))
+            return (number == decimal.Truncate(number) ? decimal.Truncate(number).ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : number.ToString("G29", System.Globalization.CultureInfo.InvariantCulture), null);
+        return (label, null);
+    }
+
+    static string Escape(string text) =>
+        string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
 }
 
 /// <summary>
@@ -267,4 +326,33 @@ sealed class KeptRows(string path, bool skipBadRows)
     }
 
     public LoadedData Data => new(examples, skipped, firstSkip);
+}
+
+/// <summary>Lines of a text stream (stdin, a file), each at most <see cref="DataReader.MaxLineBytes"/> characters.</summary>
+public static class TextLines
+{
+    /// <summary>
+    /// The lines of <paramref name="reader"/>, numbered from 1; a line longer than the limit is an
+    /// <see cref="InvalidDataException"/> naming <paramref name="source"/>:line, read no further than the limit.
+    /// </summary>
+    public static IEnumerable<(int Number, string Text)> Read(TextReader reader, string source)
+    {
+        var line = new StringBuilder();
+        int number = 0, next;
+        while (true)
+        {
+            line.Clear();
+            while ((next = reader.Read()) >= 0 && next != '\n')
+            {
+                if (line.Length >= DataReader.MaxLineBytes)
+                    throw new InvalidDataException($"{source}:{number + 1}: line longer than {DataReader.MaxLineBytes >> 20} Mi characters (not a text file?)");
+                line.Append((char)next);
+            }
+            if (next < 0 && line.Length == 0) yield break;
+            number++;
+            if (line.Length > 0 && line[^1] == '\r') line.Length--;
+            yield return (number, line.ToString());
+            if (next < 0) yield break;
+        }
+    }
 }

@@ -30,6 +30,12 @@ public sealed class EncodedDataset
     {
         if (regression) return HeadConfig.Regression();
         var labels = training.Select(e => e.Label).Distinct().Order(StringComparer.Ordinal).ToArray();
+        var booleans = labels.Where(l => bool.TryParse(l, out _)).ToArray();
+        var numbers = labels.Where(l => decimal.TryParse(l, NumberStyles.Float, CultureInfo.InvariantCulture, out _)).ToArray();
+        if (booleans.Length > 0 && numbers.Length > 0)
+            throw new DataFormatException(
+                $"{(training.Count > 0 ? training[0].Source : "training data")}: labels mix numbers ({string.Join(", ", numbers)}) and booleans " +
+                $"({string.Join(", ", booleans)}), which would be different classes: write them one way");
         if (labels.Length < 2)
             throw new DataFormatException(
                 $"{(training.Count > 0 ? training[0].Source : "training data")}: needs at least two distinct labels, found {labels.Length}");
@@ -44,7 +50,9 @@ public sealed class EncodedDataset
     public static EncodedDataset Encode(IReadOnlyList<Example> examples, BertTokenizer tokenizer, HeadConfig head,
         int maxLength, bool skipBadRows, out int skipped)
     {
-        var index = head.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
+        // Keyed by the canonical form, as the readers keep labels: a head saved from "1.0" labels still takes "1".
+        var index = new Dictionary<string, long>(StringComparer.Ordinal);
+        for (int i = 0; i < head.Labels.Length; i++) index.TryAdd(AdapterSharp.Data.Labels.Canonical(head.Labels[i]).Label ?? head.Labels[i], i);
         var ids = new List<int[]>(examples.Count);
         var types = new List<int[]>(examples.Count);
         var labels = new List<long>(examples.Count);
