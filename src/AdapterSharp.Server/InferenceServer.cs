@@ -61,8 +61,10 @@ public sealed class InferenceServer : IAsyncDisposable
         this.host = host;
         adaptersRoot = options.AdaptersRoot is null ? null : new AdaptersRoot(options.AdaptersRoot);
         apiKeyHash = options.ApiKey is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(options.ApiKey));
-        worker = new InferenceWorker(host, runner, options, Metrics.ObserveBatch);
         app = Build();
+        worker = new InferenceWorker(host, runner, options, Metrics.ObserveBatch, Metrics.ObserveDropped,
+            (e, inputs) => app.Logger.LogError(e, "inference failed for a request of {Count} inputs ({Adapters})", inputs.Count,
+                string.Join(", ", inputs.Select(i => i.Adapter).Distinct())));
     }
 
     /// <summary>
@@ -152,12 +154,12 @@ public sealed class InferenceServer : IAsyncDisposable
     {
         PredictRequest request;
         using (var body = await ReadJsonAsync(context))
-            request = PredictRequest.Parse(body.RootElement, options.MaxInputs);
+            request = Unicode(() => PredictRequest.Parse(body.RootElement, options.MaxInputs));
         var loaded = host.Adapters;
         // Checked again by the worker when the batch runs: an unload may come in between.
         if (request.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a)) is { } missing)
             throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'");
-        var predictions = await worker.Predict(request.Inputs);
+        var predictions = await worker.Predict(request.Inputs, context.RequestAborted);
         var response = request.MixesAdapters
             ? new PredictResponse(null, predictions)
             : new PredictResponse(request.Adapter, [.. predictions.Select(p => p with { Adapter = null })]);
@@ -172,14 +174,18 @@ public sealed class InferenceServer : IAsyncDisposable
         using (var body = await ReadJsonAsync(context))
         {
             if (body.RootElement.ValueKind != JsonValueKind.Object) throw Bad("body: expected a JSON object");
-            foreach (var property in body.RootElement.EnumerateObject())
+            Unicode(() =>
             {
-                if (property.Name is not ("name" or "path"))
-                    throw Bad($"body: unknown field \"{property.Name}\" (expected \"name\" and \"path\")");
-                if (property.Value.ValueKind != JsonValueKind.String) throw Bad($"{property.Name}: expected a string");
-                if (property.Name == "name") name = property.Value.GetString();
-                else path = property.Value.GetString();
-            }
+                foreach (var property in body.RootElement.EnumerateObject())
+                {
+                    if (property.Name is not ("name" or "path"))
+                        throw Bad($"body: unknown field \"{property.Name}\" (expected \"name\" and \"path\")");
+                    if (property.Value.ValueKind != JsonValueKind.String) throw Bad($"{property.Name}: expected a string");
+                    if (property.Name == "name") name = property.Value.GetString();
+                    else path = property.Value.GetString();
+                }
+                return true;
+            });
         }
         if (path is null) throw Bad("path: required: an adapter (or fusion) folder under the adapters root");
         var dir = adaptersRoot.Resolve(path);
@@ -284,7 +290,8 @@ public sealed class InferenceServer : IAsyncDisposable
         catch (Exception e)
         {
             app.Logger.LogError(e, "{Method} {Path} failed", context.Request.Method, context.Request.Path);
-            (status, message) = (StatusCodes.Status500InternalServerError, $"internal error: {e.GetType().Name}: {e.Message}");
+            // The message may hold internals (libtorch's frames, paths): the log has it, the client gets a plain line.
+            (status, message) = (StatusCodes.Status500InternalServerError, "internal error; the server log has the details");
         }
         if (context.Response.HasStarted) return;
         context.Response.Clear();
@@ -301,6 +308,22 @@ public sealed class InferenceServer : IAsyncDisposable
     }
 
     static string OneLine(string message) => message.ReplaceLineEndings(" ");
+
+    /// <summary>
+    /// <paramref name="read"/>, with a string that is not valid Unicode (a lone surrogate escape, bytes that are not
+    /// UTF-8), which the JSON parser lets through until it is read, answered as 400.
+    /// </summary>
+    static T Unicode<T>(Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
+        {
+            throw Bad($"body: a name or string is not valid Unicode (a lone surrogate \\uD800-\\uDFFF, or bytes that are not UTF-8): {OneLine(e.Message)}");
+        }
+    }
 
     static ApiException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
 }

@@ -16,9 +16,10 @@ sealed class InferenceWorker
 {
     abstract class Work;
 
-    sealed class PredictionJob(IReadOnlyList<BatchInput> inputs) : Work
+    sealed class PredictionJob(IReadOnlyList<BatchInput> inputs, CancellationToken aborted) : Work
     {
         public IReadOnlyList<BatchInput> Inputs { get; } = inputs;
+        public CancellationToken Aborted { get; } = aborted;
         public TaskCompletionSource<Prediction[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -33,15 +34,22 @@ sealed class InferenceWorker
     readonly int maxBatch;
     readonly long maxWaitTicks;
     readonly Action<int> observeBatch;
+    readonly Action<Exception, IReadOnlyList<BatchInput>> logFailure;
+    readonly Action<string> observeDropped;
     readonly Thread thread;
 
-    public InferenceWorker(ModelHost host, IBatchRunner runner, ServerOptions options, Action<int> observeBatch)
+    /// <param name="observeDropped">Told of each request not answered with predictions, by reason (see <see cref="ServerMetrics.ObserveDropped"/>).</param>
+    /// <param name="logFailure">Told of a request whose inputs failed in the model (the response says only that it failed).</param>
+    public InferenceWorker(ModelHost host, IBatchRunner runner, ServerOptions options, Action<int> observeBatch,
+        Action<string>? observeDropped = null, Action<Exception, IReadOnlyList<BatchInput>>? logFailure = null)
     {
+        this.observeDropped = observeDropped ?? (_ => { });
         this.host = host;
         this.runner = runner;
         maxBatch = options.MaxBatch;
         maxWaitTicks = options.MaxWaitMs * Stopwatch.Frequency / 1000;
         this.observeBatch = observeBatch;
+        this.logFailure = logFailure ?? ((e, _) => Console.Error.WriteLine($"inference failed: {e}"));
         queue = Channel.CreateBounded<Work>(new BoundedChannelOptions(options.QueueCapacity)
         {
             SingleReader = true,
@@ -57,11 +65,12 @@ sealed class InferenceWorker
 
     /// <summary>
     /// Queues a request's inputs (every adapter named must be loaded when its batch runs, else 404); 503 when
-    /// the queue is full or the server is stopping.
+    /// the queue is full or the server is stopping. A request whose <paramref name="aborted"/> fires (its client hung
+    /// up) before its batch runs is dropped without costing a forward pass.
     /// </summary>
-    public Task<Prediction[]> Predict(IReadOnlyList<BatchInput> inputs)
+    public Task<Prediction[]> Predict(IReadOnlyList<BatchInput> inputs, CancellationToken aborted = default)
     {
-        var job = new PredictionJob(inputs);
+        var job = new PredictionJob(inputs, aborted);
         if (!queue.Writer.TryWrite(job))
             throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the inference queue is full or the server is stopping; retry later");
         return job.Completion.Task;
@@ -146,18 +155,40 @@ sealed class InferenceWorker
         var runnable = new List<PredictionJob>(batch.Count);
         foreach (var job in batch)
         {
+            if (job.Aborted.IsCancellationRequested)
+            {
+                observeDropped("client_gone");
+                job.Completion.TrySetCanceled(job.Aborted);
+                continue;
+            }
             var missing = job.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a));
             if (missing is null) runnable.Add(job);
             else job.Completion.SetException(new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'"));
         }
         if (runnable.Count == 0) return;
+        if (Run(runnable, loaded) is not { } failure) return;
+        if (runnable.Count == 1)
+        {
+            Fail(runnable[0], failure);
+            return;
+        }
+        // One request's inputs can fail a batch they share (an input the model cannot take): run each request alone,
+        // so that the others are answered and only the failing one gets the error.
+        foreach (var job in runnable)
+            if (Run([job], loaded) is { } alone)
+                Fail(job, alone);
+    }
+
+    /// <summary>Runs <paramref name="jobs"/> as one batch and completes them; the exception if the batch failed (jobs left open).</summary>
+    Exception? Run(List<PredictionJob> jobs, IReadOnlyDictionary<string, AdapterInfo> loaded)
+    {
         try
         {
-            var inputs = runnable.SelectMany(j => j.Inputs).ToList();
+            var inputs = jobs.SelectMany(j => j.Inputs).ToList();
             observeBatch(inputs.Count);
             var outputs = runner.Run(inputs);
             int position = 0;
-            foreach (var job in runnable)
+            foreach (var job in jobs)
             {
                 var predictions = new Prediction[job.Inputs.Count];
                 for (int i = 0; i < predictions.Length; i++, position++)
@@ -167,11 +198,28 @@ sealed class InferenceWorker
                 }
                 job.Completion.SetResult(predictions);
             }
+            return null;
         }
         catch (Exception e)
         {
-            // The worker outlives a failed batch; its requests get the error (500).
-            foreach (var job in runnable) job.Completion.TrySetException(e);
+            return e;
         }
+    }
+
+    /// <summary>
+    /// Answers a request that failed on its own: an <see cref="ApiException"/> as it is; anything else, whose message may
+    /// hold the model's internals, as a 500 that says only that, logged in full on the server.
+    /// </summary>
+    void Fail(PredictionJob job, Exception e)
+    {
+        if (e is ApiException)
+        {
+            job.Completion.TrySetException(e);
+            return;
+        }
+        logFailure(e, job.Inputs);
+        observeDropped("model_failure");
+        job.Completion.TrySetException(new ApiException(StatusCodes.Status500InternalServerError,
+            "the model failed on this request's inputs; the server log has the details"));
     }
 }

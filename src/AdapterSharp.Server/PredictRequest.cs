@@ -47,7 +47,7 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
             var at = $"inputs[{index++}]";
             result.Add(item.ValueKind switch
             {
-                JsonValueKind.String => new BatchInput(adapter ?? throw NoAdapter(at), item.GetString()!),
+                JsonValueKind.String => new BatchInput(adapter ?? throw NoAdapter(at), Text(item, at)),
                 JsonValueKind.Array => Pair(item, adapter ?? throw NoAdapter(at), at),
                 JsonValueKind.Object => Object(item, adapter, at),
                 _ => throw Bad($"{at}: expected a string, a [text, text_pair] pair or an object with \"text\", got {Kind(item)}"),
@@ -60,7 +60,7 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
     {
         if (item.GetArrayLength() != 2 || item.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.String))
             throw Bad($"{at}: expected a [text, text_pair] pair of two strings");
-        return new BatchInput(adapter, item[0].GetString()!, item[1].GetString());
+        return new BatchInput(adapter, Text(item[0], $"{at}[0]"), Text(item[1], $"{at}[1]"));
     }
 
     static BatchInput Object(JsonElement item, string? adapter, string at)
@@ -88,7 +88,20 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
     }
 
     static string String(JsonElement value, string at) =>
-        value.ValueKind == JsonValueKind.String ? value.GetString()! : throw Bad($"{at}: expected a string, got {Kind(value)}");
+        value.ValueKind == JsonValueKind.String ? Text(value, at) : throw Bad($"{at}: expected a string, got {Kind(value)}");
+
+    /// <summary>A JSON string's text; one that is not valid Unicode (a lone surrogate escape, bytes that are not UTF-8) is 400 at its place.</summary>
+    static string Text(JsonElement value, string at)
+    {
+        try
+        {
+            return value.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw Bad($"{at}: not valid Unicode (a lone surrogate \\uD800-\\uDFFF, or bytes that are not UTF-8)");
+        }
+    }
 
     static string Kind(JsonElement value) => value.ValueKind switch
     {

@@ -75,6 +75,17 @@ public sealed class ServerMetrics
 
     public void ObserveBatch(int inputs) => batchSizes.Observe(inputs);
 
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, StrongBox> dropped = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Counts a request the worker did not answer with predictions, by reason: <c>client_gone</c> (dropped before its
+    /// batch ran), <c>model_failure</c> (its inputs failed in the model, answered 500 alone).
+    /// </summary>
+    public void ObserveDropped(string reason) => Interlocked.Increment(ref dropped.GetOrAdd(reason, _ => new StrongBox()).Value);
+
+    /// <summary>The count of <see cref="ObserveDropped"/> for <paramref name="reason"/>.</summary>
+    public long Dropped(string reason) => dropped.TryGetValue(reason, out var box) ? Interlocked.Read(ref box.Value) : 0;
+
     /// <summary>Batches the worker has run so far, and the inputs in them.</summary>
     public (long Batches, long Inputs) BatchTotals()
     {
@@ -95,6 +106,9 @@ public sealed class ServerMetrics
             histogram.Write(text, "adaptersharp_http_request_duration_seconds", $"route=\"{Escape(route)}\"");
         Header(text, "adaptersharp_batch_size", "histogram", "Inputs per batch that the inference worker ran.");
         batchSizes.Write(text, "adaptersharp_batch_size", "");
+        Header(text, "adaptersharp_requests_dropped_total", "counter", "Requests the worker did not answer with predictions, by reason.");
+        foreach (var (reason, box) in dropped.OrderBy(d => d.Key, StringComparer.Ordinal))
+            text.Append(CultureInfo.InvariantCulture, $"adaptersharp_requests_dropped_total{{reason=\"{reason}\"}} {Interlocked.Read(ref box.Value)}\n");
         Header(text, "adaptersharp_queue_depth", "gauge", "Requests waiting for the inference worker.");
         text.Append(CultureInfo.InvariantCulture, $"adaptersharp_queue_depth {queueDepth}\n");
         Header(text, "adaptersharp_adapters_loaded", "gauge", "Adapters loaded on the base model.");

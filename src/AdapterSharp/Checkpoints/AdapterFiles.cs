@@ -209,6 +209,13 @@ public static class AdapterFiles
         return manifest;
     }
 
+    /// <summary>A folder's max_length must fit the base's position table: a longer input would fail in the model.</summary>
+    internal static void RequireFits(int maxLength, AdapterModel model, string path)
+    {
+        if (maxLength > model.Config.MaxPositionEmbeddings)
+            throw new ModelFormatException($"{path}: max_length {maxLength} exceeds the base model's {model.Config.MaxPositionEmbeddings} positions");
+    }
+
     /// <summary>
     /// Loads the adapter in <paramref name="dir"/> into <paramref name="model"/> under <paramref name="name"/>
     /// (default: the saved name), after checking that it was trained on <paramref name="baseModel"/>.
@@ -218,6 +225,7 @@ public static class AdapterFiles
         var manifest = ReadManifest(dir);
         if (manifest.BaseModel.Mismatch(baseModel) is { } problem)
             throw new ModelFormatException($"{dir}: cannot load this adapter onto this base: {problem}");
+        RequireFits(manifest.MaxLength, model, Path.Combine(dir, ConfigFile));
         var weightsPath = Path.Combine(dir, WeightsFile);
         var tensors = Safetensors.Read(weightsPath);
         try

@@ -78,6 +78,7 @@ public static class FusionFiles
         var manifest = ReadManifest(dir);
         if (manifest.BaseModel.Mismatch(baseModel) is { } problem)
             throw new ModelFormatException($"{dir}: cannot load this fusion onto this base: {problem}");
+        AdapterFiles.RequireFits(manifest.MaxLength, model, Path.Combine(dir, ConfigFile));
         foreach (var adapter in manifest.Adapters)
         {
             if (model.Adapters.ContainsKey(adapter.Name)) continue;

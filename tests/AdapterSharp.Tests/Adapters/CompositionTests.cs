@@ -245,7 +245,7 @@ public class CompositionTests
         using var model = TwoAdaptersFused();
         var fusionDir = SaveAll(model, dir.Path);
         using (no_grad()) model.Bert.Encoder.Layers[0].Output.Adapters["a"].parameters().First().add_(1);
-        AdapterFiles.Save(Path.Combine(dir.Path, "a"), new AdapterManifest { Name = "a", Head = TwoLabels, BaseModel = TinyIdentity, Config = model.Adapters["a"] },
+        AdapterFiles.Save(Path.Combine(dir.Path, "a"), new AdapterManifest { Name = "a", Head = TwoLabels, BaseModel = TinyIdentity, Config = model.Adapters["a"], MaxLength = 32 },
             model.AdapterTensors("a"));
 
         using var loaded = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
@@ -297,7 +297,7 @@ public class CompositionTests
     {
         foreach (var name in new[] { "a", "b" })
             AdapterFiles.Save(Path.Combine(root, name),
-                new AdapterManifest { Name = name, Config = model.Adapters[name], Head = TwoLabels, BaseModel = TinyIdentity },
+                new AdapterManifest { Name = name, Config = model.Adapters[name], Head = TwoLabels, BaseModel = TinyIdentity, MaxLength = 32 },
                 model.AdapterTensors(name));
         var fusionDir = Path.Combine(root, "run", "fusion");
         FusionFiles.Save(fusionDir, new FusionManifest
@@ -306,6 +306,7 @@ public class CompositionTests
             Adapters = new[] { "a", "b" }.Select(n => AdapterReference.Describe(n, Path.Combine(root, n), fusionDir)).ToArray(),
             Head = TwoLabels,
             BaseModel = TinyIdentity,
+            MaxLength = 32,
         }, model.AdapterTensors("f"));
         return fusionDir;
     }

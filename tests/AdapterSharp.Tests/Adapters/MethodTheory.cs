@@ -232,7 +232,7 @@ public class MethodTheory
         using (var model = Create(method.Config))
         {
             new Trainer(model, "task", OneEpoch, CPU).Train(train, dev, ["accuracy"]);
-            AdapterFiles.Save(dir, new AdapterManifest { Name = "task", Config = method.Config, Head = TwoLabels, BaseModel = BaseModelIdentity.Of(encoder) },
+            AdapterFiles.Save(dir, new AdapterManifest { Name = "task", Config = method.Config, Head = TwoLabels, BaseModel = BaseModelIdentity.Of(encoder), MaxLength = 32 },
                 model.AdapterTensors("task"));
             expected = Trainer.Predict(model, dev, 8, CPU);
         }

@@ -60,7 +60,7 @@ public class SeamTests
                 "bert.encoder.layer.1.output.adapters.ffn.up.bias", "bert.encoder.layer.1.output.adapters.ffn.up.weight",
                 "heads.ffn.classifier.bias", "heads.ffn.classifier.weight",
             ], changed);
-            AdapterFiles.Save(dir, new AdapterManifest { Name = "ffn", Config = config, Head = head, BaseModel = BaseModelIdentity.Of(encoder) },
+            AdapterFiles.Save(dir, new AdapterManifest { Name = "ffn", Config = config, Head = head, BaseModel = BaseModelIdentity.Of(encoder), MaxLength = 32 },
                 model.AdapterTensors("ffn"));
             expected = Trainer.Predict(model, train, 16, CPU);
         }

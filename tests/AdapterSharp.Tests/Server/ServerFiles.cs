@@ -258,13 +258,16 @@ sealed class RunningServer : IAsyncDisposable
 
     /// <param name="load">Adapters loaded before the start (default: all three).</param>
     /// <param name="gated">Put a <see cref="GatedRunner"/> in front of the model.</param>
-    public static async Task<RunningServer> StartAsync(ServerOptions? options = null, string[]? load = null, bool gated = false)
+    /// <param name="wrap">Put another runner around the model's (one that fails on purpose, say).</param>
+    public static async Task<RunningServer> StartAsync(ServerOptions? options = null, string[]? load = null, bool gated = false,
+        Func<IBatchRunner, IBatchRunner>? wrap = null)
     {
         options ??= new ServerOptions();
         options = options with { Port = 0, Host = "127.0.0.1" };
         var host = ModelHost.Open(ServerFiles.ModelDir, CPU);
         foreach (var name in load ?? ServerFiles.Adapters.Select(a => a.Name).ToArray()) host.Load(ServerFiles.AdapterDir(name));
         IBatchRunner runner = new MixedBatchRunner(host, options.MaxBatch);
+        if (wrap is not null) runner = wrap(runner);
         var gate = gated ? new GatedRunner(runner) : null;
         var server = InferenceServer.Create(options, host, gate ?? runner);
         await server.StartAsync();
@@ -284,6 +287,23 @@ sealed class RunningServer : IAsyncDisposable
     }
 
     public Task<(int Status, JsonNode? Body)> PostAsync(string path, object body) => SendAsync(HttpMethod.Post, path, body);
+
+    /// <summary>A GET whose answer is text (the metrics).</summary>
+    public async Task<(int Status, string Body)> SendRawGetAsync(string path)
+    {
+        using var response = await Client.GetAsync(path);
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>A request whose body is <paramref name="bytes"/> as they are (not valid UTF-8, say).</summary>
+    public async Task<(int Status, JsonNode? Body)> PostBytesAsync(string path, byte[] bytes)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new ByteArrayContent(bytes) };
+        request.Content.Headers.ContentType = new("application/json");
+        using var response = await Client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        return ((int)response.StatusCode, text.Length == 0 ? null : JsonNode.Parse(text));
+    }
 
     public async ValueTask DisposeAsync()
     {

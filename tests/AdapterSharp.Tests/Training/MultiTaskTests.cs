@@ -190,6 +190,7 @@ public class MultiTaskTests
                     Config = model.Adapters[task.Adapter],
                     Head = head,
                     BaseModel = BaseModelIdentity.Of(encoder),
+                    MaxLength = 32,
                 }, model.AdapterTensors(task.Adapter));
                 model.Active = task.Adapter;
                 expected[task.Adapter] = Trainer.Predict(model, task.Dev, 16, CPU);

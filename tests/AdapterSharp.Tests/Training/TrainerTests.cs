@@ -102,6 +102,7 @@ public class TrainerTests
                 Config = BottleneckConfig.Houlsby,
                 Head = Head,
                 BaseModel = BaseModelIdentity.Of(encoder),
+                MaxLength = 32,
             }, model.AdapterTensors("tiny"));
             expected = Trainer.Predict(model, dev, 16, CPU);
         }

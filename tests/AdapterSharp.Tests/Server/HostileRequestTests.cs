@@ -1,0 +1,118 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using AdapterSharp.Checkpoints;
+using AdapterSharp.Server;
+
+namespace AdapterSharp.Tests.Server;
+
+/// <summary>Requests and folders a hostile client sends: strings that are not Unicode, an adapter too long for the base, inputs the model fails on, clients that hang up.</summary>
+[Collection(nameof(ServerCollection))]
+public class HostileRequestTests
+{
+    static readonly ServerOptions WithRoot = new() { AdaptersRoot = ServerFiles.Root };
+
+    [Theory]
+    [InlineData("{\"adapter\": \"sent\", \"inputs\": [\"a\\ud800\"]}", "inputs[0]: not valid Unicode")]
+    [InlineData("{\"adapter\": \"sent\", \"inputs\": [[\"fine\", \"b\\udc00c\"]]}", "inputs[0][1]: not valid Unicode")]
+    [InlineData("{\"inputs\": [{\"adapter\": \"sent\", \"text\": \"\\ud83d\"}]}", "inputs[0].text: not valid Unicode")]
+    [InlineData("{\"adapter\": \"sent\", \"inputs\": [\"ok\"], \"\\ud800\": 1}", "body: a name or string is not valid Unicode")]
+    public async Task A_lone_surrogate_in_a_predict_body_is_400_at_its_place(string body, string message)
+    {
+        await using var server = await RunningServer.StartAsync(load: ["sent"]);
+        var (status, answer) = await server.SendAsync(HttpMethod.Post, "/v1/predict", body);
+        Assert.Equal(400, status);
+        Assert.StartsWith(message, answer!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Bytes_that_are_not_utf8_in_a_predict_or_load_body_are_400()
+    {
+        await using var server = await RunningServer.StartAsync(WithRoot, load: ["sent"]);
+        byte[] Raw(string before, string after) => [.. Encoding.UTF8.GetBytes(before), 0xFF, 0xFE, .. Encoding.UTF8.GetBytes(after)];
+        var (status, answer) = await server.PostBytesAsync("/v1/predict", Raw("{\"adapter\": \"sent\", \"inputs\": [\"a", "b\"]}"));
+        Assert.Equal(400, status);
+        Assert.DoesNotContain("internal", answer!["error"]!.GetValue<string>());
+        (status, answer) = await server.PostBytesAsync("/v1/adapters", Raw("{\"path\": \"se", "nt\"}"));
+        Assert.Equal(400, status);
+        (status, answer) = await server.SendAsync(HttpMethod.Post, "/v1/adapters", "{\"path\": \"sent\", \"name\": \"x\\ud800\"}");
+        Assert.Equal(400, status);
+        Assert.StartsWith("body: a name or string is not valid Unicode", answer!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task An_adapter_longer_than_the_base_positions_is_refused_at_load()
+    {
+        var dir = Path.Combine(ServerFiles.Root, "too-long");
+        var source = AdapterFiles.ReadManifest(ServerFiles.AdapterDir("sent"));
+        AdapterFiles.Save(dir, source with { Name = "too-long", MaxLength = 600 },
+            Safetensors.Read(Path.Combine(ServerFiles.AdapterDir("sent"), AdapterFiles.WeightsFile)));
+        await using var server = await RunningServer.StartAsync(WithRoot, load: []);
+        var (status, answer) = await server.PostAsync("/v1/adapters", new { path = "too-long" });
+        Assert.Equal(400, status);
+        Assert.EndsWith("adapter_config.json: max_length 600 exceeds the base model's 64 positions", answer!["error"]!.GetValue<string>());
+        Assert.Empty(server.Host.Adapters);
+    }
+
+    /// <summary>Fails any batch with an input "boom" in it, with a message full of internals.</summary>
+    sealed class Boom(IBatchRunner inner) : IBatchRunner
+    {
+        public float[][] Run(IReadOnlyList<BatchInput> inputs) => inputs.Any(i => i.Text == "boom")
+            ? throw new InvalidOperationException("index out of range\nframe #0: at::native::embedding (libtorch_cpu.so)")
+            : inner.Run(inputs);
+    }
+
+    [Fact]
+    public async Task A_request_the_model_fails_on_does_not_fail_the_others_of_its_batch_and_gets_no_internals()
+    {
+        GatedRunner? gate = null;
+        await using var server = await RunningServer.StartAsync(load: ["sent"], wrap: inner => gate = new GatedRunner(new Boom(inner)));
+        var holding = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("first") });
+        await gate!.WaitUntilHeldAsync();
+        // These two queue behind the held batch and run together after it.
+        var failing = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("boom") });
+        var fine = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("good w1", "bad") });
+        await WaitForQueue(server, 2);
+        gate.Open();
+        Assert.Equal(200, (await holding).Status);
+        var (status, body) = await fine;
+        Assert.Equal(200, status);
+        Assert.Equal(2, body!["predictions"]!.AsArray().Count);
+        (status, body) = await failing;
+        Assert.Equal(500, status);
+        Assert.Equal("the model failed on this request's inputs; the server log has the details", body!["error"]!.GetValue<string>());
+        Assert.Equal(1, server.Server.Metrics.Dropped("model_failure"));
+    }
+
+    [Fact]
+    public async Task A_request_whose_client_hung_up_is_dropped_before_its_forward_pass()
+    {
+        await using var server = await RunningServer.StartAsync(load: ["sent"], gated: true);
+        var holding = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("first") });
+        await server.Gate!.WaitUntilHeldAsync();
+        using (var hangUp = new CancellationTokenSource())
+        {
+            var abandoned = server.Client.PostAsync("/v1/predict",
+                new StringContent("{\"adapter\": \"sent\", \"inputs\": [\"never run\", \"nor this\", \"nor that\"]}", Encoding.UTF8, "application/json"), hangUp.Token);
+            await WaitForQueue(server, 1);
+            await hangUp.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        }
+        await Task.Delay(200); // Kestrel notices the closed connection
+        server.Gate.Open();
+        Assert.Equal(200, (await holding).Status);
+        for (int i = 0; i < 100 && server.Server.Metrics.Dropped("client_gone") == 0; i++) await Task.Delay(50);
+        Assert.Equal(1, server.Server.Metrics.Dropped("client_gone"));
+        lock (server.Gate.BatchSizes) Assert.Equal([1], server.Gate.BatchSizes); // only the held request ran
+    }
+
+    static async Task WaitForQueue(RunningServer server, int depth)
+    {
+        for (int i = 0; i < 200; i++)
+        {
+            var (_, metrics) = await server.SendRawGetAsync("/metrics");
+            if (metrics.Contains($"adaptersharp_queue_depth {depth}", StringComparison.Ordinal)) return;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"the queue never held {depth} requests");
+    }
+}
