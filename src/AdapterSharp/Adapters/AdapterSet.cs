@@ -47,7 +47,7 @@ public sealed class AdapterSet
     public void Add(string name, MethodConfig config, HeadConfig head)
     {
         RequireFree(name);
-        config.Validate(bert.Config.NumHiddenLayers);
+        config.Validate(bert.Config);
         var method = MethodRegistry.For(config);
         // Full and top-k write into the shared base itself, which every other adapter (and the bare model) reads.
         if (config.ModifiesBase && configs.Count > 0)

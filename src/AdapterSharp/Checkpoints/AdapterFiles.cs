@@ -63,6 +63,14 @@ public sealed record AdapterReference
     /// <summary>SHA-256 of its <c>adapter_model.safetensors</c>: exactly these weights were trained on.</summary>
     [JsonPropertyName("weights_sha256")] public string WeightsSha256 { get; init; } = "";
 
+    /// <summary>Every reference of a config names its adapter, folders and hash (JSON null would reach here as null).</summary>
+    internal static void RequireComplete(AdapterReference?[] references, string path, string field)
+    {
+        for (int i = 0; i < references.Length; i++)
+            if (references[i] is not { Name.Length: > 0, Path: not null, AbsolutePath: not null, WeightsSha256.Length: > 0 })
+                throw new ModelFormatException($"{path}: {field}[{i}] lacks its name, path, absolute_path or weights_sha256");
+    }
+
     /// <summary>How a folder to be saved at <paramref name="fromDir"/> records the adapter in <paramref name="adapterDir"/>.</summary>
     public static AdapterReference Describe(string name, string adapterDir, string fromDir) => new()
     {
@@ -194,6 +202,9 @@ public static class AdapterFiles
         if (manifest.Config is null) throw new ModelFormatException($"{path}: missing \"config\"");
         if (manifest.Head is null) throw new ModelFormatException($"{path}: missing \"head\"");
         if (manifest.BaseModel is null) throw new ModelFormatException($"{path}: missing \"base_model\"");
+        if (manifest.BaseModel.Id is null) throw new ModelFormatException($"{path}: missing \"base_model.id\"");
+        if (manifest.BaseModel.WeightsSha256 is null) throw new ModelFormatException($"{path}: missing \"base_model.weights_sha256\"");
+        if (manifest.StackedOn is { } stackedOn) AdapterReference.RequireComplete(stackedOn, path, "stacked_on");
         if (manifest.Head.Labels is null) throw new ModelFormatException($"{path}: missing \"head.labels\"");
         if (string.IsNullOrEmpty(manifest.Name)) throw new ModelFormatException($"{path}: missing \"name\"");
         if (manifest.MaxLength < 8 || manifest.MaxLength > 8192)

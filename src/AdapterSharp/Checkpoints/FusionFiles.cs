@@ -55,6 +55,9 @@ public static class FusionFiles
             throw new ModelFormatException($"{path}: missing or unnamed \"adapters\"");
         if (manifest.Head?.Labels is null) throw new ModelFormatException($"{path}: missing \"head\"");
         if (manifest.BaseModel is null) throw new ModelFormatException($"{path}: missing \"base_model\"");
+        if (manifest.BaseModel.Id is null || manifest.BaseModel.WeightsSha256 is null)
+            throw new ModelFormatException($"{path}: missing \"base_model.id\" or \"base_model.weights_sha256\"");
+        AdapterReference.RequireComplete(manifest.Adapters, path, "adapters");
         if (string.IsNullOrEmpty(manifest.Name)) throw new ModelFormatException($"{path}: missing \"name\"");
         try
         {

@@ -67,13 +67,25 @@ public static class Pretrained
     public static PretrainedEncoder Load(string model, string? vocabPath = null, Action<string>? log = null)
     {
         if (BuiltInModels.TryGet(model, out var builtIn))
-            return LoadDirectory(BuiltInModels.EnsureCached(builtIn, HomeDirectory, log), builtIn.Id,
-                $"built-in {builtIn.Id} ({builtIn.Description})");
-        if (Directory.Exists(model)) return LoadDirectory(model, Path.GetFullPath(model), "HuggingFace model directory", vocabPath);
-        if (model.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return LoadOnnx(model, vocabPath);
+            return Checked(LoadDirectory(BuiltInModels.EnsureCached(builtIn, HomeDirectory, log), builtIn.Id,
+                $"built-in {builtIn.Id} ({builtIn.Description})"));
+        if (Directory.Exists(model)) return Checked(LoadDirectory(model, Path.GetFullPath(model), "HuggingFace model directory", vocabPath));
+        if (model.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return Checked(LoadOnnx(model, vocabPath));
         if (File.Exists(model))
             throw new ModelFormatException($"{model}: not a model: expected a model directory, an .onnx file or one of: {BuiltInModels.Names}");
         throw new ModelFormatException($"{model}: unknown model: not a built-in id ({BuiltInModels.Names}), a directory or an .onnx file");
+    }
+
+    /// <summary>
+    /// The tokenizer must fit the model: a token id at or past the model's vocabulary would fail (or read another
+    /// table's memory) at the first text that has it, long after loading.
+    /// </summary>
+    static PretrainedEncoder Checked(PretrainedEncoder encoder)
+    {
+        if (encoder.Tokenizer.VocabSize > encoder.Config.VocabSize)
+            throw new ModelFormatException(
+                $"{encoder.Tokenizer.Source}: the vocabulary has ids up to {encoder.Tokenizer.VocabSize - 1}, but the model's vocab_size is {encoder.Config.VocabSize}");
+        return encoder;
     }
 
     /// <summary>A HuggingFace-layout directory: config.json, weights, and vocab.txt or tokenizer.json.</summary>

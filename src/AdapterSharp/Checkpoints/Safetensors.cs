@@ -203,6 +203,21 @@ public static class Safetensors
         }
         using (document)
         {
+            try
+            {
+                return ReadHeader(document, path);
+            }
+            catch (InvalidOperationException)
+            {
+                // An escaped lone surrogate ("\ud800") parses, and fails only when the string is read.
+                throw Fail(path, "header holds a name or string that is not valid Unicode (an escaped lone surrogate)");
+            }
+        }
+    }
+
+    static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ReadHeader(JsonDocument document, string path)
+    {
+        {
             if (document.RootElement.ValueKind != JsonValueKind.Object) throw Fail(path, "header is not a JSON object");
             var entries = new Dictionary<string, SafetensorsEntry>();
             var metadata = new Dictionary<string, string>();

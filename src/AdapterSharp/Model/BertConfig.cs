@@ -69,15 +69,17 @@ public sealed record BertConfig
         }
 
         Require(ModelType == "bert", $"model_type '{ModelType}' is not a BERT encoder (expected 'bert')");
-        Require(VocabSize > 0, $"vocab_size must be positive, got {VocabSize}");
-        Require(HiddenSize > 0, $"hidden_size must be positive, got {HiddenSize}");
-        Require(NumHiddenLayers > 0, $"num_hidden_layers must be positive, got {NumHiddenLayers}");
-        Require(NumAttentionHeads > 0, $"num_attention_heads must be positive, got {NumAttentionHeads}");
+        // Bounds well above any BERT-family encoder, checked before anything is allocated from them.
+        Require(VocabSize is > 0 and <= 1 << 21, $"vocab_size must be between 1 and {1 << 21}, got {VocabSize}");
+        Require(HiddenSize is > 0 and <= 16384, $"hidden_size must be between 1 and 16384, got {HiddenSize}");
+        Require(NumHiddenLayers is > 0 and <= 256, $"num_hidden_layers must be between 1 and 256, got {NumHiddenLayers}");
+        Require(NumAttentionHeads is > 0 and <= 1024, $"num_attention_heads must be between 1 and 1024, got {NumAttentionHeads}");
         Require(HiddenSize % NumAttentionHeads == 0,
             $"hidden_size {HiddenSize} is not a multiple of num_attention_heads {NumAttentionHeads}");
-        Require(IntermediateSize > 0, $"intermediate_size must be positive, got {IntermediateSize}");
-        Require(MaxPositionEmbeddings > 0, $"max_position_embeddings must be positive, got {MaxPositionEmbeddings}");
-        Require(TypeVocabSize > 0, $"type_vocab_size must be positive, got {TypeVocabSize}");
+        Require(IntermediateSize is > 0 and <= 65536, $"intermediate_size must be between 1 and 65536, got {IntermediateSize}");
+        Require(MaxPositionEmbeddings is > 0 and <= 65536, $"max_position_embeddings must be between 1 and 65536, got {MaxPositionEmbeddings}");
+        Require(TypeVocabSize is > 0 and <= 1024, $"type_vocab_size must be between 1 and 1024, got {TypeVocabSize}");
+        Require(PadTokenId >= 0 && PadTokenId < VocabSize, $"pad_token_id {PadTokenId} is not in the vocabulary (0-{VocabSize - 1})");
         Require(LayerNormEps > 0 && LayerNormEps < 1, $"layer_norm_eps must be in (0, 1), got {LayerNormEps}");
         Require(HiddenDropoutProb is >= 0 and < 1, $"hidden_dropout_prob must be in [0, 1), got {HiddenDropoutProb}");
         Require(AttentionProbsDropoutProb is >= 0 and < 1,

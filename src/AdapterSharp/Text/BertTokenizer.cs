@@ -33,6 +33,7 @@ public sealed class BertTokenizer
         IEnumerable<(string Token, int Id)> extraSpecialTokens)
     {
         _idToToken = idToToken;
+        Source = source;
         int Require(string token) => vocab.TryGetValue(token, out int id)
             ? id
             : throw new CheckpointException($"{source}: vocabulary has no {token} token");
@@ -52,6 +53,9 @@ public sealed class BertTokenizer
             .OrderByDescending(t => t.Item1.Length)
             .ToArray();
     }
+
+    /// <summary>Where the vocabulary came from (a file path), for messages.</summary>
+    public string Source { get; }
 
     /// <summary>Number of ids (one more than the largest), i.e. the rows the word-embedding matrix needs.</summary>
     public int VocabSize => _idToToken.Length;
@@ -113,7 +117,23 @@ public sealed class BertTokenizer
         }
         using (document)
         {
-            var root = document.RootElement;
+            try
+            {
+                return FromTokenizerJson(document.RootElement, path);
+            }
+            catch (InvalidOperationException)
+            {
+                throw new CheckpointException($"{path}: a token or name is not valid Unicode (an escaped lone surrogate)");
+            }
+        }
+    }
+
+    /// <summary>The largest token id a vocabulary may use (vocab_size's bound): a larger one would size a table by it.</summary>
+    const int MaxTokenId = (1 << 21) - 1;
+
+    static BertTokenizer FromTokenizerJson(JsonElement root, string path)
+    {
+        {
             if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
                 throw new CheckpointException($"{path}: no \"model\" object");
             string? modelType = GetString(model, "type");
@@ -125,8 +145,8 @@ public sealed class BertTokenizer
             var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
             foreach (var entry in vocabJson.EnumerateObject())
             {
-                if (!entry.Value.TryGetInt32(out int id) || id < 0)
-                    throw new CheckpointException($"{path}: vocab entry '{entry.Name}' has no valid id");
+                if (!entry.Value.TryGetInt32(out int id) || id is < 0 or > MaxTokenId)
+                    throw new CheckpointException($"{path}: vocab entry '{entry.Name}' has no valid id (a whole number from 0 to {MaxTokenId})");
                 vocab[entry.Name] = id;
             }
             var added = new List<(string Token, int Id)>();
@@ -135,7 +155,7 @@ public sealed class BertTokenizer
                 foreach (var token in addedJson.EnumerateArray())
                 {
                     if (GetString(token, "content") is not { Length: > 0 } content
-                        || !token.TryGetProperty("id", out var idJson) || !idJson.TryGetInt32(out int id) || id < 0)
+                        || !token.TryGetProperty("id", out var idJson) || !idJson.TryGetInt32(out int id) || id is < 0 or > MaxTokenId)
                         throw new CheckpointException($"{path}: an added token has no content or id");
                     added.Add((content, id));
                     vocab.TryAdd(content, id);

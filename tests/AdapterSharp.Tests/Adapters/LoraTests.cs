@@ -123,7 +123,7 @@ public class LoraTests
     {
         using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
         manual_seed(1);
-        model.AddAdapter("task", LoraConfig.Default with { Rank = 64 }, TwoLabels);
+        model.AddAdapter("task", LoraConfig.Default with { Rank = 32 }, TwoLabels);
         var tensors = model.AdapterTensors("task");
         using var a = StateDict.ToTensor(tensors["encoder.layer.0.attention.self.query.lora_A.weight"]);
         using var b = StateDict.ToTensor(tensors["encoder.layer.0.attention.self.query.lora_B.weight"]);

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -49,9 +50,13 @@ public abstract record MethodConfig
     /// </summary>
     [JsonIgnore] public virtual int FormatVersion => TrainTopLayers > 0 && TrainLayerNorms ? 2 : 1;
 
-    /// <summary>Throws <see cref="ArgumentException"/> with a one-line reason if the record is inconsistent.</summary>
-    public virtual void Validate(int numLayers)
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> with a one-line reason if the record is inconsistent or does not fit
+    /// <paramref name="model"/> (sizes are bounded by its dimensions, checked before anything is allocated from them).
+    /// </summary>
+    public virtual void Validate(BertConfig model)
     {
+        int numLayers = model.NumHiddenLayers;
         Require(!(TrainAllBase && TrainTopLayers > 0), "train_all_base and train_top_layers exclude each other");
         Require(TrainTopLayers >= 0 && TrainTopLayers <= numLayers,
             $"top-k must be between 1 and the model's {numLayers} layers, got {TrainTopLayers}");

@@ -41,11 +41,21 @@ public sealed class Bottleneck : nn.Module
 
     static readonly string[] NonLinearities = ["relu", "gelu", "swish", "silu", "tanh", "identity"];
 
-    /// <summary>The checks every bottleneck config makes, as one-line <see cref="ArgumentException"/>s.</summary>
-    public static void Validate(int? size, double? reductionFactor, string nonLinearity, double scaling)
+    /// <summary>The largest bottleneck, as a multiple of the hidden size (reverse adapters use 2).</summary>
+    public const int MaxSizePerHidden = 8;
+
+    /// <summary>
+    /// The checks every bottleneck config makes, as one-line <see cref="ArgumentException"/>s: a size (heads × m) of at
+    /// most <see cref="MaxSizePerHidden"/> times the hidden size, before anything of that size is allocated.
+    /// </summary>
+    public static void Validate(int? size, double? reductionFactor, string nonLinearity, double scaling, int hidden, int heads = 1)
     {
         if (!(size is > 0 || reductionFactor is > 0))
             throw new ArgumentException("adapter config: a bottleneck needs adapter_size > 0 or reduction_factor > 0");
+        double total = (size ?? hidden / reductionFactor!.Value) * heads;
+        if (total > (double)MaxSizePerHidden * hidden)
+            throw new ArgumentException(
+                $"adapter config: a bottleneck of {total:0} units (heads × size) is more than {MaxSizePerHidden} × the model's hidden size {hidden}");
         if (!NonLinearities.Contains(nonLinearity))
             throw new ArgumentException($"adapter config: non_linearity '{nonLinearity}' is not one of {string.Join(", ", NonLinearities)}");
         if (!(scaling is > 0 and < 1e6)) throw new ArgumentException($"adapter config: scaling must be positive, got {scaling}");

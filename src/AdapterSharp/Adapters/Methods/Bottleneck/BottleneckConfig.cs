@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -41,13 +42,13 @@ public sealed record BottleneckConfig : MethodConfig
 
     public int BottleneckSize(int hidden) => Bottleneck.Size(AdapterSize, ReductionFactor, hidden);
 
-    public override void Validate(int numLayers)
+    public override void Validate(BertConfig model)
     {
-        base.Validate(numLayers);
+        base.Validate(model);
         if (HasBottleneck)
         {
-            Bottleneck.Validate(AdapterSize, ReductionFactor, NonLinearity, Scaling);
-            Require(Heads >= 1, $"heads must be at least 1, got {Heads}");
+            Require(Heads is >= 1 and <= 64, $"heads must be between 1 and 64, got {Heads}");
+            Bottleneck.Validate(AdapterSize, ReductionFactor, NonLinearity, Scaling, model.HiddenSize, Heads);
         }
     }
 

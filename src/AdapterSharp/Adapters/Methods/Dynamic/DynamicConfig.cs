@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -34,11 +35,11 @@ public sealed record DynamicConfig : MethodConfig
     /// <summary>A method the first format did not know.</summary>
     [JsonIgnore] public override int FormatVersion => 2;
 
-    public override void Validate(int numLayers)
+    public override void Validate(BertConfig model)
     {
-        base.Validate(numLayers);
+        base.Validate(model);
         Require(AttentionAdapter || FfnAdapter, "a dynamic adapter needs attention_adapter or ffn_adapter");
-        Bottleneck.Validate(AdapterSize, null, NonLinearity, 1.0);
+        Bottleneck.Validate(AdapterSize, null, NonLinearity, 1.0, model.HiddenSize);
         Require(SizePenalty is >= 0 and < 1e6, $"size_penalty must be non-negative, got {SizePenalty}");
         Require(MaskTemperature is > 0 and < 1e6, $"mask_temperature must be positive, got {MaskTemperature}");
         Require(InitialFraction is > 0 and < 1, $"initial_fraction must be between 0 and 1, got {InitialFraction}");

@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -21,12 +22,13 @@ public sealed record HierarchicalConfig : MethodConfig
     /// <summary>A method the first format did not know.</summary>
     [JsonIgnore] public override int FormatVersion => 2;
 
-    public override void Validate(int numLayers)
+    public override void Validate(BertConfig model)
     {
-        base.Validate(numLayers);
+        base.Validate(model);
         Require(AdapterSizes is { Length: > 0 }, "adapter_sizes needs at least one size");
         Require(AttentionAdapter || FfnAdapter, "a hierarchical adapter needs attention_adapter or ffn_adapter");
-        foreach (var size in AdapterSizes) Bottleneck.Validate(size, null, NonLinearity, 1.0);
+        Require(AdapterSizes.Length <= 8, $"adapter_sizes: at most 8 levels, got {AdapterSizes.Length}");
+        foreach (var size in AdapterSizes) Bottleneck.Validate(size, null, NonLinearity, 1.0, model.HiddenSize);
     }
 
     public static readonly HierarchicalConfig Default = new() { Method = "hierarchical", TrainLayerNorms = true };

@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -24,10 +25,11 @@ public sealed record LoraConfig : MethodConfig
     /// <summary>A method the first format did not know.</summary>
     [JsonIgnore] public override int FormatVersion => 2;
 
-    public override void Validate(int numLayers)
+    public override void Validate(BertConfig model)
     {
-        base.Validate(numLayers);
+        base.Validate(model);
         Require(Rank >= 1, $"r must be at least 1, got {Rank}");
+        Require(Rank <= model.HiddenSize, $"r {Rank} is more than the model's hidden size {model.HiddenSize}: not a low rank");
         Require(Alpha is > 0 and < 1e6, $"lora_alpha must be positive, got {Alpha}");
         Require(Dropout is >= 0 and < 1, $"lora_dropout must be in [0, 1), got {Dropout}");
         Require(TargetModules is { Length: > 0 }, "target_modules is empty");

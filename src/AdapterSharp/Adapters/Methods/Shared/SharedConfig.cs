@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using AdapterSharp.Model;
 
 namespace AdapterSharp.Adapters.Methods;
 
@@ -19,11 +20,11 @@ public sealed record SharedConfig : MethodConfig
     /// <summary>A method the first format did not know.</summary>
     [JsonIgnore] public override int FormatVersion => 2;
 
-    public override void Validate(int numLayers)
+    public override void Validate(BertConfig model)
     {
-        base.Validate(numLayers);
+        base.Validate(model);
         Require(AttentionAdapter || FfnAdapter, "a shared adapter needs attention_adapter or ffn_adapter");
-        Bottleneck.Validate(AdapterSize, null, NonLinearity, 1.0);
+        Bottleneck.Validate(AdapterSize, null, NonLinearity, 1.0, model.HiddenSize);
     }
 
     public static readonly SharedConfig Default = new() { Method = "shared", TrainLayerNorms = true };
