@@ -12,6 +12,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using MinDataRate = Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -121,7 +122,18 @@ public sealed class InferenceServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            kestrel.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+            var limits = kestrel.Limits;
+            limits.MaxRequestBodySize = options.MaxBodyBytes;
+            // Every dimension of a request and a connection is bounded: a client that opens sockets and sends nothing,
+            // trickles a body, or sends huge headers holds nothing for long.
+            limits.MaxConcurrentConnections = options.MaxConnections;
+            limits.MaxConcurrentUpgradedConnections = 0;
+            limits.KeepAliveTimeout = options.IdleTimeout;
+            limits.RequestHeadersTimeout = options.IdleTimeout;
+            limits.MinRequestBodyDataRate = new MinDataRate(bytesPerSecond: 1024, gracePeriod: TimeSpan.FromSeconds(5));
+            limits.MaxRequestHeadersTotalSize = 16 * 1024;
+            limits.MaxRequestHeaderCount = 50;
+            limits.MaxRequestLineSize = 4 * 1024;
             kestrel.Listen(options.BindAddress, options.Port);
         });
 
@@ -219,7 +231,8 @@ public sealed class InferenceServer : IAsyncDisposable
         // Kestrel enforces the limit (MaxRequestBodySize) as the body is read, with or without a Content-Length.
         try
         {
-            return await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted);
+            // No request this server takes nests deeper than three levels; a deep one is refused before it is built.
+            return await JsonDocument.ParseAsync(context.Request.Body, new JsonDocumentOptions { MaxDepth = 8 }, context.RequestAborted);
         }
         catch (JsonException e)
         {

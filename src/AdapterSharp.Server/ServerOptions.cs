@@ -35,6 +35,15 @@ public sealed record ServerOptions
 
     public int MaxInputs { get; init; } = 256;
 
+    /// <summary>Open connections at most; more wait in the listen backlog (Kestrel's MaxConcurrentConnections).</summary>
+    public int MaxConnections { get; init; } = 512;
+
+    /// <summary>
+    /// How long a connection may stay idle between requests, or before its first one (Kestrel's keep-alive and
+    /// request-headers timeouts); a body must then arrive at 1 KiB/s or faster after a 5 s grace.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
     public IPAddress BindAddress =>
         string.Equals(Host, "localhost", StringComparison.OrdinalIgnoreCase) ? IPAddress.Loopback
         : IPAddress.TryParse(Host.Trim('[', ']'), out var address) ? address
@@ -53,6 +62,8 @@ public sealed record ServerOptions
         if (QueueCapacity < 1) throw new ArgumentException($"--queue-capacity must be at least 1, got {QueueCapacity}");
         if (MaxBodyBytes < 1024) throw new ArgumentException($"--max-body-bytes must be at least 1024, got {MaxBodyBytes}");
         if (MaxInputs < 1) throw new ArgumentException($"--max-inputs must be at least 1, got {MaxInputs}");
+        if (MaxConnections < 1) throw new ArgumentException($"--max-connections must be at least 1, got {MaxConnections}");
+        if (IdleTimeout <= TimeSpan.Zero) throw new ArgumentException("--idle-timeout must be positive");
         if (AdaptersRoot is not null && !Directory.Exists(AdaptersRoot))
             throw new ArgumentException($"--adapters-root {AdaptersRoot}: folder not found");
     }

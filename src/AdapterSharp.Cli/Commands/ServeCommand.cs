@@ -43,9 +43,15 @@ static class ServeCommand
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are answered 503.", DefaultValueFactory = _ => defaults.QueueCapacity };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body; larger ones are answered 413.", DefaultValueFactory = _ => defaults.MaxBodyBytes };
         var maxInputs = new Option<int>("--max-inputs") { Description = "Most inputs per request; more are answered 413.", DefaultValueFactory = _ => defaults.MaxInputs };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Open connections at most; more wait.", DefaultValueFactory = _ => defaults.MaxConnections };
+        var idleTimeout = new Option<int>("--idle-timeout-s")
+        {
+            Description = "Seconds a connection may stay idle (before its first request, between requests); bodies must then arrive at 1 KiB/s or faster.",
+            DefaultValueFactory = _ => (int)defaults.IdleTimeout.TotalSeconds,
+        };
         var command = new Command("serve", "Serve predictions over HTTP for many adapters on one base model.")
         {
-            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, forwardCost, capacity, maxBody, maxInputs,
+            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, forwardCost, capacity, maxBody, maxInputs, maxConnections, idleTimeout,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -62,6 +68,8 @@ static class ServeCommand
                 QueueCapacity = parse.GetValue(capacity),
                 MaxBodyBytes = parse.GetValue(maxBody),
                 MaxInputs = parse.GetValue(maxInputs),
+                MaxConnections = parse.GetValue(maxConnections),
+                IdleTimeout = TimeSpan.FromSeconds(parse.GetValue(idleTimeout)),
             };
             options.Validate(); // before the model loads: a refusal to start should be quick
             var dirs = parse.GetValue(adapters) ?? [];

@@ -105,6 +105,63 @@ public class HostileRequestTests
         lock (server.Gate.BatchSizes) Assert.Equal([1], server.Gate.BatchSizes); // only the held request ran
     }
 
+    [Fact]
+    public async Task A_body_nested_deeper_than_any_request_is_400()
+    {
+        await using var server = await RunningServer.StartAsync(load: ["sent"]);
+        var deep = "{\"adapter\": \"sent\", \"inputs\": " + new string('[', 40) + new string(']', 40) + "}";
+        var (status, answer) = await server.SendAsync(HttpMethod.Post, "/v1/predict", deep);
+        Assert.Equal(400, status);
+        Assert.Contains("depth", answer!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Idle_and_trickling_connections_are_closed()
+    {
+        await using var server = await RunningServer.StartAsync(new ServerOptions { IdleTimeout = TimeSpan.FromSeconds(1) }, load: ["sent"]);
+        // A socket that never sends a request.
+        using var idle = new System.Net.Sockets.TcpClient();
+        await idle.ConnectAsync(server.Server.Url.Host, server.Server.Url.Port);
+        var buffer = new byte[256];
+        using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        int read = await idle.GetStream().ReadAsync(buffer, wait.Token);
+        Assert.Equal(0, read); // closed by the server, well before the test's 20 s
+
+        // A body promised at 4 KB and sent a byte a second: past the 5 s grace it is below 1 KiB/s.
+        using var slow = new System.Net.Sockets.TcpClient();
+        await slow.ConnectAsync(server.Server.Url.Host, server.Server.Url.Port);
+        var stream = slow.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"adapter\": \"sent\", \"inputs\": [\"a"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var closed = false;
+        try
+        {
+            while (clock.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                await stream.WriteAsync("a"u8.ToArray()); // still inside a string: the body stays valid, only slow
+                await Task.Delay(1000);
+                if (slow.Client.Poll(0, System.Net.Sockets.SelectMode.SelectRead) && slow.Available == 0 || await Answered(stream))
+                {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        catch (IOException)
+        {
+            closed = true;
+        }
+        Assert.True(closed, "the trickling connection was still open after 20 s");
+    }
+
+    /// <summary>Whether the server has sent something (an error response) on <paramref name="stream"/>.</summary>
+    static async Task<bool> Answered(System.Net.Sockets.NetworkStream stream)
+    {
+        if (!stream.DataAvailable) return false;
+        var buffer = new byte[512];
+        return await stream.ReadAsync(buffer) >= 0;
+    }
+
     static async Task WaitForQueue(RunningServer server, int depth)
     {
         for (int i = 0; i < 200; i++)
