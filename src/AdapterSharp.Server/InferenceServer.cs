@@ -232,11 +232,17 @@ public sealed class InferenceServer : IAsyncDisposable
         try
         {
             // No request this server takes nests deeper than three levels; a deep one is refused before it is built.
-            return await JsonDocument.ParseAsync(context.Request.Body, new JsonDocumentOptions { MaxDepth = 8 }, context.RequestAborted);
+            // A name given twice is refused rather than the last one silently winning.
+            return await JsonDocument.ParseAsync(context.Request.Body, new JsonDocumentOptions { MaxDepth = 8, AllowDuplicateProperties = false }, context.RequestAborted);
         }
         catch (JsonException e)
         {
             throw Bad($"invalid JSON: {OneLine(e.Message)}");
+        }
+        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
+        {
+            // Checking names for duplicates decodes them, and an escaped lone surrogate cannot be decoded.
+            throw NotUnicode(e);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -334,9 +340,12 @@ public sealed class InferenceServer : IAsyncDisposable
         }
         catch (InvalidOperationException e) when (e is not ObjectDisposedException)
         {
-            throw Bad($"body: a name or string is not valid Unicode (a lone surrogate \\uD800-\\uDFFF, or bytes that are not UTF-8): {OneLine(e.Message)}");
+            throw NotUnicode(e);
         }
     }
+
+    static ApiException NotUnicode(InvalidOperationException e) =>
+        Bad($"body: a name or string is not valid Unicode (a lone surrogate \\uD800-\\uDFFF, or bytes that are not UTF-8): {OneLine(e.Message)}");
 
     static ApiException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
 }

@@ -76,7 +76,7 @@ static class PredictCommand
             }
             try
             {
-                using var document = JsonDocument.Parse(line);
+                using var document = AdapterSharp.JsonStrict.Parse(line);
                 var root = document.RootElement;
                 if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
                     throw new InvalidDataException($"{source}:{lineNumber}: missing string field \"text\"");

@@ -86,7 +86,7 @@ static class TokenizeCommand
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(line);
+            document = AdapterSharp.JsonStrict.Parse(line);
         }
         catch (JsonException e)
         {

@@ -140,7 +140,7 @@ public static class AdapterFiles
     public const string ConfigFile = "adapter_config.json";
     public const string WeightsFile = "adapter_model.safetensors";
 
-    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, AllowDuplicateProperties = false };
 
     /// <summary>The newest <c>format_version</c> this code reads (see <see cref="MethodConfig.FormatVersion"/>).</summary>
     public const int LatestFormatVersion = 2;

@@ -35,7 +35,7 @@ public static class FusionFiles
     public const string ConfigFile = "fusion_config.json";
     public const string WeightsFile = "fusion_model.safetensors";
 
-    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, AllowDuplicateProperties = false };
 
     public static bool IsFusionFolder(string dir) => File.Exists(Path.Combine(dir, ConfigFile));
 

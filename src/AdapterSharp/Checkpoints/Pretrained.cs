@@ -142,7 +142,7 @@ public static class Pretrained
         if (!File.Exists(path)) return true;
         try
         {
-            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+            using var document = JsonStrict.Parse(File.ReadAllText(path));
             return !document.RootElement.TryGetProperty("do_lower_case", out var value) || value.ValueKind != System.Text.Json.JsonValueKind.False;
         }
         catch (System.Text.Json.JsonException e)

@@ -195,6 +195,7 @@ public static class Safetensors
         JsonDocument document;
         try
         {
+            // Lenient about repeated names here: ReadHeader refuses them with a message naming the tensor.
             document = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
@@ -314,7 +315,7 @@ public static class Safetensors
         if (info.Length > MaxHeaderBytes) throw Fail(indexPath, $"{info.Length} bytes is too large for a shard index");
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using var document = JsonStrict.Parse(File.ReadAllBytes(indexPath));
             if (document.RootElement.ValueKind != JsonValueKind.Object
                 || !document.RootElement.TryGetProperty("weight_map", out var map)
                 || map.ValueKind != JsonValueKind.Object)

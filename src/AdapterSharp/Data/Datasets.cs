@@ -116,7 +116,7 @@ public static class DataReader
             {
                 try
                 {
-                    using var document = JsonDocument.Parse(text);
+                    using var document = JsonStrict.Parse(text);
                     (example, problem) = FromJson(document.RootElement, columns, path, line);
                 }
                 catch (JsonException e)

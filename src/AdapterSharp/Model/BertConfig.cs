@@ -36,6 +36,7 @@ public sealed record BertConfig
         WriteIndented = true,
         AllowTrailingCommas = true,
         ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowDuplicateProperties = false,
     };
 
     /// <summary>Reads and validates a HuggingFace <c>config.json</c>.</summary>

@@ -109,7 +109,7 @@ public sealed class BertTokenizer
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
+            document = JsonStrict.Parse(File.ReadAllBytes(path));
         }
         catch (JsonException e)
         {

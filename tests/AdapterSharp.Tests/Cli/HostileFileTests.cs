@@ -83,6 +83,46 @@ public sealed class HostileFileTests(TinyModelFiles tiny) : IClassFixture<TinyMo
         CliAssert.OneLineError(CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie"), message);
     }
 
+    [Fact]
+    public void A_name_given_twice_in_config_json_is_refused_not_last_wins()
+    {
+        var dir = tiny.ModelDirectory();
+        var path = Path.Combine(dir, "config.json");
+        File.WriteAllText(path, "{\"num_hidden_layers\": 64," + File.ReadAllText(path).TrimStart()[1..]);
+        var result = CliRunner.Run("info", "--model", dir);
+        CliAssert.OneLineError(result, path, "num_hidden_layers");
+        Assert.Contains("duplicate", result.Stderr, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public void A_tensor_named_twice_in_a_safetensors_header_is_refused()
+    {
+        var dir = tiny.ModelDirectory();
+        var weights = Path.Combine(dir, "model.safetensors");
+        var header = Encoding.UTF8.GetBytes("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
+                                            + "\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}");
+        var bytes = new byte[8 + header.Length + 8];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)header.Length);
+        header.CopyTo(bytes, 8);
+        File.WriteAllBytes(weights, bytes);
+        var result = CliRunner.Run("info", "--model", dir);
+        CliAssert.OneLineError(result, weights, "header names 'a' twice");
+    }
+
+    [Fact]
+    public void A_name_given_twice_in_an_adapter_config_is_refused()
+    {
+        var model = tiny.ModelDirectory();
+        var adapter = AdapterFolder(model, _ => { });
+        var path = Path.Combine(adapter, AdapterFiles.ConfigFile);
+        var text = File.ReadAllText(path);
+        // The second adapter_size would silently win under a lenient reader; here it is an error naming the file.
+        File.WriteAllText(path, text.Replace("\"adapter_size\":4", "\"adapter_size\":4,\"adapter_size\":8"));
+        Assert.NotEqual(text, File.ReadAllText(path));
+        var result = CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie");
+        CliAssert.OneLineError(result, path, "adapter_size");
+    }
+
     string AdapterFolder(string model, Action<JsonObject> changeConfig, Action<JsonObject>? changeBase = null)
     {
         var encoder = Pretrained.Load(model);

@@ -116,6 +116,16 @@ public class HostileRequestTests
     }
 
     [Fact]
+    public async Task A_name_given_twice_in_a_body_is_400_not_last_wins()
+    {
+        await using var server = await RunningServer.StartAsync(load: ["sent"]);
+        var (status, answer) = await server.SendAsync(HttpMethod.Post, "/v1/predict",
+            "{\"adapter\": \"sent\", \"inputs\": [\"ok\"], \"adapter\": \"other\"}");
+        Assert.Equal(400, status);
+        Assert.Contains("Duplicate property 'adapter'", answer!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Idle_and_trickling_connections_are_closed()
     {
         await using var server = await RunningServer.StartAsync(new ServerOptions { IdleTimeout = TimeSpan.FromSeconds(1) }, load: ["sent"]);

@@ -121,7 +121,7 @@ public abstract record MethodConfig
 public sealed class MethodConfigConverter : JsonConverter<MethodConfig>
 {
     /// <summary>Options without this converter, for the concrete types.</summary>
-    internal static readonly JsonSerializerOptions Plain = new();
+    internal static readonly JsonSerializerOptions Plain = new() { AllowDuplicateProperties = false };
 
     public override MethodConfig? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
