@@ -7,7 +7,12 @@ using AdapterSharp.Model;
 
 namespace AdapterSharp.Checkpoints;
 
-/// <summary>The base model an adapter was trained on: enough to refuse loading it onto another.</summary>
+/// <summary>
+/// The base model an adapter was trained on: enough to refuse loading it onto another. Besides the sizes and the
+/// weights' hash it records what else changes the computation without changing a weight: the activation, the
+/// LayerNorm epsilon, the position embedding type and the tokenizer's fingerprint. Those four are absent from
+/// folders saved before they were recorded, and then not checked.
+/// </summary>
 public sealed record BaseModelIdentity
 {
     [JsonPropertyName("id")] public string Id { get; init; } = "";
@@ -19,6 +24,19 @@ public sealed record BaseModelIdentity
     [JsonPropertyName("vocab_size")] public int VocabSize { get; init; }
     [JsonPropertyName("weights_sha256")] public string WeightsSha256 { get; init; } = "";
 
+    [JsonPropertyName("hidden_act"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? HiddenAct { get; init; }
+
+    [JsonPropertyName("layer_norm_eps"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? LayerNormEps { get; init; }
+
+    [JsonPropertyName("position_embedding_type"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? PositionEmbeddingType { get; init; }
+
+    /// <summary>See <see cref="Text.BertTokenizer.Sha256"/>.</summary>
+    [JsonPropertyName("tokenizer_sha256"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? TokenizerSha256 { get; init; }
+
     public static BaseModelIdentity Of(PretrainedEncoder encoder) => new()
     {
         Id = encoder.Id,
@@ -28,6 +46,10 @@ public sealed record BaseModelIdentity
         IntermediateSize = encoder.Config.IntermediateSize,
         VocabSize = encoder.Config.VocabSize,
         WeightsSha256 = encoder.WeightsSha256(),
+        HiddenAct = encoder.Config.HiddenAct,
+        LayerNormEps = encoder.Config.LayerNormEps,
+        PositionEmbeddingType = encoder.Config.PositionEmbeddingType,
+        TokenizerSha256 = encoder.Tokenizer.Sha256(),
     };
 
     /// <summary>Null when <paramref name="other"/> is the same model, else what differs.</summary>
@@ -40,6 +62,16 @@ public sealed record BaseModelIdentity
         if (!string.Equals(WeightsSha256, other.WeightsSha256, StringComparison.OrdinalIgnoreCase))
             return $"it was trained on '{Id}' (weights sha256 {Short(WeightsSha256)}), " +
                    $"but the loaded base '{other.Id}' has different weights (sha256 {Short(other.WeightsSha256)})";
+        if (HiddenAct is not null && other.HiddenAct is not null && HiddenAct != other.HiddenAct)
+            return $"it was trained with hidden_act '{HiddenAct}', but the loaded base '{other.Id}' has '{other.HiddenAct}'";
+        if (LayerNormEps is { } eps && other.LayerNormEps is { } otherEps && eps != otherEps)
+            return $"it was trained with layer_norm_eps {eps:R}, but the loaded base '{other.Id}' has {otherEps:R}";
+        if (PositionEmbeddingType is not null && other.PositionEmbeddingType is not null && PositionEmbeddingType != other.PositionEmbeddingType)
+            return $"it was trained with position_embedding_type '{PositionEmbeddingType}', but the loaded base '{other.Id}' has '{other.PositionEmbeddingType}'";
+        if (TokenizerSha256 is not null && other.TokenizerSha256 is not null
+            && !string.Equals(TokenizerSha256, other.TokenizerSha256, StringComparison.OrdinalIgnoreCase))
+            return $"it was trained with another tokenizer (sha256 {Short(TokenizerSha256)}) than the loaded base '{other.Id}' has " +
+                   $"(sha256 {Short(other.TokenizerSha256)}): its vocabulary or normalisation differs";
         return null;
 
         static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash;
@@ -128,6 +160,14 @@ public sealed record AdapterManifest
     [JsonPropertyName("stacked_on")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public AdapterReference[]? StackedOn { get; init; }
+
+    /// <summary>SHA-256 of <c>adapter_model.safetensors</c> as saved (checked at load; absent in older folders).</summary>
+    [JsonPropertyName("weights_sha256"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? WeightsSha256 { get; init; }
+
+    /// <summary>SHA-256 of this file's content without this field (see <see cref="ConfigSeal"/>; absent in older folders).</summary>
+    [JsonPropertyName(ConfigSeal.Field), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ConfigSha256 { get; init; }
 }
 
 /// <summary>
@@ -149,25 +189,51 @@ public static class AdapterFiles
     public static void Save(string dir, AdapterManifest manifest, IReadOnlyDictionary<string, TensorData> tensors)
     {
         manifest = manifest with { FormatVersion = manifest.Config.FormatVersion };
-        WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
-            new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
+        WriteFolder(dir, ConfigFile, weightsSha256 =>
+            {
+                var withWeights = manifest with { WeightsSha256 = weightsSha256, ConfigSha256 = null };
+                var sha = ConfigSeal.Sha256(JsonSerializer.Serialize(withWeights, JsonOptions));
+                return JsonSerializer.Serialize(withWeights with { ConfigSha256 = sha }, JsonOptions);
+            },
+            WeightsFile, tensors, new Dictionary<string, string> { ["format"] = "pt", ["adapter"] = manifest.Name });
     }
 
     /// <summary>SHA-256 (hex) of the adapter's weights file: what a fusion records to know it later.</summary>
-    public static string WeightsSha256(string dir)
-    {
-        using var stream = File.OpenRead(Path.Combine(dir, WeightsFile));
-        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
-    }
+    public static string WeightsSha256(string dir) => FileSha256(Path.Combine(dir, WeightsFile));
 
-    /// <summary>Writes a config and a weights file into <paramref name="dir"/> as a whole (see <see cref="AtomicFolder"/>).</summary>
-    internal static void WriteFolder(string dir, string configFile, string configJson, string weightsFile,
+    /// <summary>
+    /// Writes a weights file and then a config into <paramref name="dir"/> as a whole (see <see cref="AtomicFolder"/>);
+    /// <paramref name="configJson"/> is given the weights file's SHA-256.
+    /// </summary>
+    internal static void WriteFolder(string dir, string configFile, Func<string, string> configJson, string weightsFile,
         IReadOnlyDictionary<string, TensorData> tensors, Dictionary<string, string> metadata) =>
         AtomicFolder.Write(dir, staging =>
         {
-            Safetensors.Write(Path.Combine(staging, weightsFile), tensors, metadata);
-            File.WriteAllText(Path.Combine(staging, configFile), configJson);
+            var weights = Path.Combine(staging, weightsFile);
+            Safetensors.Write(weights, tensors, metadata);
+            File.WriteAllText(Path.Combine(staging, configFile), configJson(FileSha256(weights)));
         });
+
+    static string FileSha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
+    }
+
+    /// <summary>
+    /// The weights file of a folder whose config records <paramref name="expected"/> (null: an older folder, not
+    /// checked), or a one-line error when its bytes are not the ones saved.
+    /// </summary>
+    internal static string CheckedWeights(string dir, string weightsFile, string? expected)
+    {
+        var path = Path.Combine(dir, weightsFile);
+        if (expected is null || !File.Exists(path)) return path; // a missing file is named by the reader
+        var actual = FileSha256(path);
+        if (!string.Equals(actual, expected, StringComparison.OrdinalIgnoreCase))
+            throw new ModelFormatException(
+                $"{path}: not the weights saved with this folder (sha256 {actual[..12]}…, the config records {(expected.Length > 12 ? expected[..12] + "…" : expected)}): the file is damaged or was replaced");
+        return path;
+    }
 
     /// <summary>
     /// The JSON file <paramref name="file"/> of a <paramref name="kind"/> folder ("adapter", "fusion"), or a one-line
@@ -180,14 +246,18 @@ public static class AdapterFiles
         if (!Directory.Exists(dir)) throw new ModelFormatException($"{dir}: {kind} folder not found");
         var article = "aeiou".Contains(kind[0]) ? "an" : "a";
         if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found (not {article} {kind} folder?)");
+        var text = File.ReadAllText(path);
+        T? value;
         try
         {
-            return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions);
+            value = JsonSerializer.Deserialize<T>(text, JsonOptions);
         }
         catch (JsonException e)
         {
             throw new ModelFormatException($"{path}: invalid {kind} config: {e.Message.Split(" Path:")[0]}");
         }
+        ConfigSeal.Check(text, path);
+        return value;
     }
 
     public static AdapterManifest ReadManifest(string dir)
@@ -237,7 +307,7 @@ public static class AdapterFiles
         if (manifest.BaseModel.Mismatch(baseModel) is { } problem)
             throw new ModelFormatException($"{dir}: cannot load this adapter onto this base: {problem}");
         RequireFits(manifest.MaxLength, model, Path.Combine(dir, ConfigFile));
-        var weightsPath = Path.Combine(dir, WeightsFile);
+        var weightsPath = CheckedWeights(dir, WeightsFile, manifest.WeightsSha256);
         var tensors = Safetensors.Read(weightsPath);
         try
         {

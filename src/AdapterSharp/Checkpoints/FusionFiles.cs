@@ -22,6 +22,14 @@ public sealed record FusionManifest
     [JsonPropertyName("metrics")] public Dictionary<string, double>? Metrics { get; init; }
     [JsonPropertyName("trainable_parameters")] public long TrainableParameters { get; init; }
 
+    /// <summary>SHA-256 of <c>fusion_model.safetensors</c> as saved (checked at load; absent in older folders).</summary>
+    [JsonPropertyName("weights_sha256"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? WeightsSha256 { get; init; }
+
+    /// <summary>SHA-256 of this file's content without this field (see <see cref="ConfigSeal"/>; absent in older folders).</summary>
+    [JsonPropertyName(ConfigSeal.Field), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ConfigSha256 { get; init; }
+
     [JsonIgnore] public FusionConfig Config => new() { Adapters = Adapters.Select(a => a.Name).ToArray() };
 }
 
@@ -40,8 +48,13 @@ public static class FusionFiles
     public static bool IsFusionFolder(string dir) => File.Exists(Path.Combine(dir, ConfigFile));
 
     public static void Save(string dir, FusionManifest manifest, IReadOnlyDictionary<string, TensorData> tensors) =>
-        AdapterFiles.WriteFolder(dir, ConfigFile, JsonSerializer.Serialize(manifest, JsonOptions), WeightsFile, tensors,
-            new Dictionary<string, string> { ["format"] = "pt", ["fusion"] = manifest.Name });
+        AdapterFiles.WriteFolder(dir, ConfigFile, weightsSha256 =>
+            {
+                var withWeights = manifest with { WeightsSha256 = weightsSha256, ConfigSha256 = null };
+                var sha = ConfigSeal.Sha256(JsonSerializer.Serialize(withWeights, JsonOptions));
+                return JsonSerializer.Serialize(withWeights with { ConfigSha256 = sha }, JsonOptions);
+            },
+            WeightsFile, tensors, new Dictionary<string, string> { ["format"] = "pt", ["fusion"] = manifest.Name });
 
     public static FusionManifest ReadManifest(string dir)
     {
@@ -89,7 +102,7 @@ public static class FusionFiles
                 throw new ModelFormatException($"{dir}: fuses adapter '{adapter.Name}', which is not loaded (loaded: {string.Join(", ", model.Adapters.Keys)})");
             AdapterFiles.Load(adapter.Find(dir, "fuses", "this fusion"), model, baseModel, adapter.Name);
         }
-        var weightsPath = Path.Combine(dir, WeightsFile);
+        var weightsPath = AdapterFiles.CheckedWeights(dir, WeightsFile, manifest.WeightsSha256);
         var tensors = Safetensors.Read(weightsPath);
         try
         {

@@ -27,6 +27,7 @@ public sealed class BertTokenizer
     readonly WordPiece _wordPiece;
     // Matched in the raw text before normalisation (tokenizers' added tokens with normalized=false), longest first.
     readonly (string Token, int Id)[] _specialTokens;
+    readonly Lazy<string> _sha256;
 
     BertTokenizer(Dictionary<string, int> vocab, string?[] idToToken, string source, bool lowerCase, bool stripAccents,
         bool tokenizeChineseChars, bool cleanText, string unkToken, string subwordPrefix, int maxInputCharsPerWord,
@@ -52,6 +53,25 @@ public sealed class BertTokenizer
             .DistinctBy(t => t.Item1)
             .OrderByDescending(t => t.Item1.Length)
             .ToArray();
+        var options = $"lower={lowerCase}|accents={stripAccents}|chinese={tokenizeChineseChars}|clean={cleanText}|unk={unkToken}|prefix={subwordPrefix}|max={maxInputCharsPerWord}";
+        _sha256 = new(() => Fingerprint(vocab, options, _specialTokens));
+    }
+
+    /// <summary>
+    /// SHA-256 (hex) of everything that decides the ids a text becomes: each token and its id, the normaliser's
+    /// options, the subword prefix, the word length limit and the tokens matched before normalisation. The same
+    /// tokenizer read from vocab.txt or from tokenizer.json has the same fingerprint.
+    /// </summary>
+    public string Sha256() => _sha256.Value;
+
+    static string Fingerprint(Dictionary<string, int> vocab, string options, (string Token, int Id)[] specials)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        void Add(string text) => hash.AppendData(Encoding.UTF8.GetBytes(text.Replace("\\", "\\\\").Replace("\n", "\\n") + "\n"));
+        Add(options);
+        foreach (var (token, id) in specials.OrderBy(s => s.Token, StringComparer.Ordinal)) Add($"special {id} {token}");
+        foreach (var (token, id) in vocab.OrderBy(e => e.Key, StringComparer.Ordinal)) Add($"{id} {token}");
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     /// <summary>Where the vocabulary came from (a file path), for messages.</summary>

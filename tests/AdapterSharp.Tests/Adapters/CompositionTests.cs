@@ -239,6 +239,35 @@ public class CompositionTests
     }
 
     [Fact]
+    public void A_fusion_whose_own_config_or_weights_changed_after_saving_is_refused()
+    {
+        using var dir = new TempDirectory();
+        using var model = TwoAdaptersFused();
+        var fusionDir = SaveAll(model, dir.Path);
+        var configPath = Path.Combine(fusionDir, FusionFiles.ConfigFile);
+        var original = File.ReadAllText(configPath);
+        Assert.Contains("\"max_length\": 32", original);
+
+        File.WriteAllText(configPath, original.Replace("\"max_length\": 32", "\"max_length\": 16"));
+        using (var loaded = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false)))
+        {
+            var error = Assert.Throws<ModelFormatException>(() => FusionFiles.Load(fusionDir, loaded, TinyIdentity));
+            Assert.StartsWith($"{configPath}: the file was changed after it was saved", error.Message);
+        }
+
+        File.WriteAllText(configPath, original);
+        var weights = Path.Combine(fusionDir, FusionFiles.WeightsFile);
+        var bytes = File.ReadAllBytes(weights);
+        bytes[^3] ^= 0x40;
+        File.WriteAllBytes(weights, bytes);
+        using (var loaded = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false)))
+        {
+            var error = Assert.Throws<ModelFormatException>(() => FusionFiles.Load(fusionDir, loaded, TinyIdentity));
+            Assert.StartsWith($"{weights}: not the weights saved with this folder", error.Message);
+        }
+    }
+
+    [Fact]
     public void A_fusion_refuses_an_adapter_that_changed_since_it_was_trained()
     {
         using var dir = new TempDirectory();

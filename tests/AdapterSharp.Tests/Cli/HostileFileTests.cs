@@ -123,7 +123,64 @@ public sealed class HostileFileTests(TinyModelFiles tiny) : IClassFixture<TinyMo
         CliAssert.OneLineError(result, path, "adapter_size");
     }
 
-    string AdapterFolder(string model, Action<JsonObject> changeConfig, Action<JsonObject>? changeBase = null)
+    [Fact]
+    public void A_changed_value_in_a_sealed_adapter_config_is_refused_but_reformatting_is_not()
+    {
+        var model = tiny.ModelDirectory();
+        var adapter = AdapterFolder(model, _ => { }, keepSeal: true); // rewritten compact: the seal still holds
+        Assert.Equal(0, CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie").ExitCode);
+
+        var edited = AdapterFolder(model, config => config["adapter_size"] = 2, keepSeal: true);
+        var result = CliRunner.Run("predict", "--adapter", edited, "--model", model, "the movie");
+        CliAssert.OneLineError(result, Path.Combine(edited, AdapterFiles.ConfigFile), "changed after it was saved");
+    }
+
+    [Theory]
+    [InlineData(-1)] // the last byte of the data
+    [InlineData(12)] // a byte of the header (here: inside the first tensor's name or dtype)
+    public void A_changed_byte_in_an_adapters_weights_is_refused(int offset)
+    {
+        var model = tiny.ModelDirectory();
+        var adapter = AdapterFolder(model, _ => { }, keepSeal: true);
+        var weights = Path.Combine(adapter, AdapterFiles.WeightsFile);
+        var bytes = File.ReadAllBytes(weights);
+        bytes[offset < 0 ? bytes.Length + offset : offset] ^= 0x01;
+        File.WriteAllBytes(weights, bytes);
+        var result = CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie");
+        CliAssert.OneLineError(result, weights, "not the weights saved with this folder");
+    }
+
+    [Theory]
+    [InlineData("hidden_act", "relu", "it was trained with hidden_act 'gelu'")]
+    [InlineData("layer_norm_eps", 0.5, "it was trained with layer_norm_eps 1E-12")]
+    public void A_base_whose_config_changes_the_computation_is_refused(string field, object value, string message)
+    {
+        var model = tiny.ModelDirectory();
+        var adapter = AdapterFolder(model, _ => { }, keepSeal: true);
+        var path = Path.Combine(model, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        json[field] = value is string text ? JsonValue.Create(text) : JsonValue.Create((double)value);
+        File.WriteAllText(path, json.ToJsonString());
+        CliAssert.OneLineError(CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie"), "cannot load this adapter onto this base", message);
+    }
+
+    [Fact]
+    public void A_base_whose_vocabulary_was_truncated_is_refused()
+    {
+        var model = tiny.ModelDirectory();
+        var adapter = AdapterFolder(model, _ => { }, keepSeal: true);
+        var vocab = Path.Combine(model, "vocab.txt");
+        var lines = File.ReadAllLines(vocab);
+        File.WriteAllLines(vocab, lines[..^1]);
+        CliAssert.OneLineError(CliRunner.Run("predict", "--adapter", adapter, "--model", model, "the movie"),
+            "cannot load this adapter onto this base", "another tokenizer");
+    }
+
+    /// <summary>
+    /// A saved adapter whose config is then changed; unless <paramref name="keepSeal"/>, its config_sha256 is
+    /// removed, as in a folder saved before configs were sealed, so that the change reaches the validation.
+    /// </summary>
+    string AdapterFolder(string model, Action<JsonObject> changeConfig, Action<JsonObject>? changeBase = null, bool keepSeal = false)
     {
         var encoder = Pretrained.Load(model);
         var dir = Path.Combine(model, "adapter");
@@ -136,6 +193,8 @@ public sealed class HostileFileTests(TinyModelFiles tiny) : IClassFixture<TinyMo
         var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
         changeConfig(json["config"]!.AsObject());
         changeBase?.Invoke(json["base_model"]!.AsObject());
+        Assert.True(json.ContainsKey("config_sha256"), "a saved adapter config is sealed");
+        if (!keepSeal) json.Remove("config_sha256");
         File.WriteAllText(path, json.ToJsonString());
         return dir;
     }
