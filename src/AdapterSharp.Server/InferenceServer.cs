@@ -46,6 +46,7 @@ public sealed class InferenceServer : IAsyncDisposable
     readonly byte[]? apiKeyHash;
     readonly WebApplication app;
     bool started;
+    long inflightBytes;
 
     sealed record PredictResponse(string? Adapter, IReadOnlyList<Prediction> Predictions);
 
@@ -142,6 +143,7 @@ public sealed class InferenceServer : IAsyncDisposable
         app.UseRouting();
         app.Use(AuthorizeAsync);
         app.Use(AnswerErrorsAsync);
+        app.Use(BudgetBodiesAsync);
         app.MapPost("/v1/predict", PredictAsync);
         app.MapGet("/v1/adapters", context => WriteJsonAsync(context, 200, new AdapterList([.. host.Adapters.Values.OrderBy(a => a.Name, StringComparer.Ordinal)])));
         app.MapGet("/v1/adapters/{name}", context =>
@@ -149,7 +151,7 @@ public sealed class InferenceServer : IAsyncDisposable
             var name = (string)context.Request.RouteValues["name"]!;
             return host.Adapters.TryGetValue(name, out var info)
                 ? WriteJsonAsync(context, 200, info)
-                : throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'");
+                : throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{name}'", "unknown_adapter");
         });
         app.MapPost("/v1/adapters", LoadAsync);
         app.MapDelete("/v1/adapters/{name}", UnloadAsync);
@@ -157,7 +159,7 @@ public sealed class InferenceServer : IAsyncDisposable
         app.MapGet("/metrics", async context =>
         {
             context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-            await context.Response.WriteAsync(Metrics.Render(worker.QueueDepth, host.Adapters.Count));
+            await context.Response.WriteAsync(Metrics.Render(worker.QueueDepth, host.Adapters.Count, Interlocked.Read(ref inflightBytes)));
         });
         return app;
     }
@@ -170,7 +172,7 @@ public sealed class InferenceServer : IAsyncDisposable
         var loaded = host.Adapters;
         // Checked again by the worker when the batch runs: an unload may come in between.
         if (request.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a)) is { } missing)
-            throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'");
+            throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'", "unknown_adapter");
         var predictions = await worker.Predict(request.Inputs, context.RequestAborted);
         var response = request.MixesAdapters
             ? new PredictResponse(null, predictions)
@@ -267,6 +269,34 @@ public sealed class InferenceServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Holds a request's body bytes against <see cref="ServerOptions.MaxInflightBytes"/> until it is answered (its parsed
+    /// inputs live that long, in the queue or the worker); over the limit it is answered 503 before its body is read.
+    /// </summary>
+    async Task BudgetBodiesAsync(HttpContext context, RequestDelegate next)
+    {
+        if (!HttpMethods.IsPost(context.Request.Method))
+        {
+            await next(context);
+            return;
+        }
+        long cost = Math.Min(context.Request.ContentLength ?? options.MaxBodyBytes, options.MaxBodyBytes);
+        if (Interlocked.Add(ref inflightBytes, cost) > options.MaxInflightBytes)
+        {
+            Interlocked.Add(ref inflightBytes, -cost);
+            throw new ApiException(StatusCodes.Status503ServiceUnavailable,
+                $"the server holds {options.MaxInflightBytes} bytes of requests already (--max-inflight-bytes); retry later", "busy");
+        }
+        try
+        {
+            await next(context);
+        }
+        finally
+        {
+            Interlocked.Add(ref inflightBytes, -cost);
+        }
+    }
+
     async Task AuthorizeAsync(HttpContext context, RequestDelegate next)
     {
         if (apiKeyHash is not null && context.Request.Path != "/healthz")
@@ -276,6 +306,7 @@ public sealed class InferenceServer : IAsyncDisposable
                       && CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim())), apiKeyHash);
             if (!ok)
             {
+                Metrics.ObserveRejected("unauthorized");
                 context.Response.Headers.WWWAuthenticate = "Bearer";
                 await WriteJsonAsync(context, StatusCodes.Status401Unauthorized,
                     new ErrorBody("missing or wrong API key: send Authorization: Bearer <key>"));
@@ -288,30 +319,33 @@ public sealed class InferenceServer : IAsyncDisposable
     async Task AnswerErrorsAsync(HttpContext context, RequestDelegate next)
     {
         int status;
-        string message;
+        string message, reason;
         try
         {
             await next(context);
+            if (context.Response.StatusCode >= 400) Metrics.ObserveRejected(ApiException.ReasonFor(context.Response.StatusCode));
             return;
         }
         catch (ApiException e)
         {
-            (status, message) = (e.Status, e.Message);
+            (status, message, reason) = (e.Status, e.Message, e.Reason);
         }
         catch (BadHttpRequestException e)
         {
-            (status, message) = (e.StatusCode, e.Message);
+            (status, message, reason) = (e.StatusCode, e.Message, ApiException.ReasonFor(e.StatusCode));
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
+            Metrics.ObserveRejected("client_gone");
             return; // the client went away
         }
         catch (Exception e)
         {
             app.Logger.LogError(e, "{Method} {Path} failed", context.Request.Method, context.Request.Path);
             // The message may hold internals (libtorch's frames, paths): the log has it, the client gets a plain line.
-            (status, message) = (StatusCodes.Status500InternalServerError, "internal error; the server log has the details");
+            (status, message, reason) = (StatusCodes.Status500InternalServerError, "internal error; the server log has the details", "internal");
         }
+        Metrics.ObserveRejected(reason);
         if (context.Response.HasStarted) return;
         context.Response.Clear();
         if (status == StatusCodes.Status503ServiceUnavailable) context.Response.Headers.RetryAfter = "1";

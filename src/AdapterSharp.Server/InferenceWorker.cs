@@ -7,10 +7,13 @@ namespace AdapterSharp.Server;
 
 /// <summary>
 /// The single thread that owns the model (TorchSharp modules are not safe for concurrent forwards). Prediction
-/// requests and adapter loads/unloads share one bounded queue, in arrival order: the worker takes a request,
-/// then, for at most <c>maxWait</c>, more requests while their inputs fit in <c>maxBatch</c>, runs them as one
-/// batch, and completes each request. A load or unload runs alone between batches, so a request sees an adapter
-/// wholly or not at all, and a request is never split across batches.
+/// requests and adapter loads/unloads share one bounded queue, in arrival order. The worker fills each batch of at
+/// most <c>maxBatch</c> inputs with, in this order: requests that did not fit the last batch, new requests (waiting up
+/// to <c>maxWait</c> for more while there is room), and the rest of requests larger than a batch, least recently
+/// served first. A request of at most <c>maxBatch</c> inputs runs whole in one batch; a larger one is cut into pieces
+/// that take turns with the others, so a maximal request delays a small one by at most one batch. A load or unload
+/// runs alone, after every request queued before it has finished and before any queued after it starts, so a request
+/// sees an adapter wholly or not at all.
 /// </summary>
 sealed class InferenceWorker
 {
@@ -21,7 +24,18 @@ sealed class InferenceWorker
         public IReadOnlyList<BatchInput> Inputs { get; } = inputs;
         public CancellationToken Aborted { get; } = aborted;
         public TaskCompletionSource<Prediction[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Worker thread only: inputs handed to batches so far, inputs answered so far, and their predictions.
+        public int Taken;
+        public int Done;
+        public Prediction[]? Results;
+
+        public int Remaining => Inputs.Count - Taken;
+        public bool Finished => Completion.Task.IsCompleted;
     }
+
+    /// <summary>Inputs <c>[Start, Start + Count)</c> of a request, in one batch.</summary>
+    readonly record struct Piece(PredictionJob Job, int Start, int Count);
 
     sealed class ControlJob(Action run) : Work
     {
@@ -37,6 +51,13 @@ sealed class InferenceWorker
     readonly Action<Exception, IReadOnlyList<BatchInput>> logFailure;
     readonly Action<string> observeDropped;
     readonly Thread thread;
+
+    // Worker thread only: requests taken from the queue that did not fit a batch yet (arrival order), requests larger
+    // than a batch with inputs still to run (least recently served first), and a load/unload waiting for both to empty.
+    readonly List<PredictionJob> waiting = [];
+    List<PredictionJob> partial = [];
+    ControlJob? barrier;
+    int pending;
 
     /// <param name="observeDropped">Told of each request not answered with predictions, by reason (see <see cref="ServerMetrics.ObserveDropped"/>).</param>
     /// <param name="logFailure">Told of a request whose inputs failed in the model (the response says only that it failed).</param>
@@ -58,8 +79,8 @@ sealed class InferenceWorker
         thread = new Thread(Loop) { Name = "adaptersharp-inference", IsBackground = true };
     }
 
-    /// <summary>Requests and control items waiting.</summary>
-    public int QueueDepth => queue.Reader.Count;
+    /// <summary>Requests and control items waiting, in the queue or taken from it but not yet (wholly) run.</summary>
+    public int QueueDepth => queue.Reader.Count + Volatile.Read(ref pending);
 
     public void Start() => thread.Start();
 
@@ -72,7 +93,7 @@ sealed class InferenceWorker
     {
         var job = new PredictionJob(inputs, aborted);
         if (!queue.Writer.TryWrite(job))
-            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the inference queue is full or the server is stopping; retry later");
+            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the inference queue is full or the server is stopping; retry later", "queue_full");
         return job.Completion.Task;
     }
 
@@ -98,7 +119,7 @@ sealed class InferenceWorker
         }
         catch (ChannelClosedException)
         {
-            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the server is stopping");
+            throw new ApiException(StatusCodes.Status503ServiceUnavailable, "the server is stopping", "stopping");
         }
         return await completion.Task;
     }
@@ -111,99 +132,168 @@ sealed class InferenceWorker
     void Loop()
     {
         var reader = queue.Reader;
-        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        while (true)
         {
-            if (!reader.TryRead(out var work)) continue;
-            if (work is ControlJob control)
+            if (waiting.Count == 0 && partial.Count == 0)
             {
-                control.Run();
-                continue;
+                if (barrier is { } control)
+                {
+                    barrier = null;
+                    control.Run();
+                    continue;
+                }
+                if (!reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
             }
-            var batch = Gather((PredictionJob)work);
-            RunBatch(batch);
+            var pieces = NextBatch();
+            Volatile.Write(ref pending, waiting.Count + partial.Count + (barrier is null ? 0 : 1));
+            if (pieces.Count > 0) RunBatch(pieces);
         }
     }
 
-    List<PredictionJob> Gather(PredictionJob first)
+    /// <summary>The next batch's pieces (see the class summary for the order); may be empty.</summary>
+    List<Piece> NextBatch()
     {
-        var batch = new List<PredictionJob> { first };
-        int count = first.Inputs.Count;
+        var pieces = new List<Piece>();
+        int count = 0;
         long deadline = Stopwatch.GetTimestamp() + maxWaitTicks;
-        var reader = queue.Reader;
-        while (count < maxBatch)
+
+        for (int i = 0; i < waiting.Count;)
         {
-            if (reader.TryPeek(out var next))
+            var job = waiting[i];
+            if (!Offer(job, split: true))
             {
-                // A control item or a request that would overflow the batch waits for the next round.
-                if (next is not PredictionJob job || count + job.Inputs.Count > maxBatch) break;
-                reader.TryRead(out _);
-                batch.Add(job);
-                count += job.Inputs.Count;
+                i++;
                 continue;
             }
-            long remaining = deadline - Stopwatch.GetTimestamp();
-            if (remaining <= 0) break;
-            var wait = reader.WaitToReadAsync().AsTask();
-            if (!wait.Wait(TimeSpan.FromSeconds((double)remaining / Stopwatch.Frequency)) || !wait.Result) break;
+            waiting.RemoveAt(i);
+            if (!job.Finished && job.Remaining > 0) partial.Add(job);
         }
-        return batch;
-    }
-
-    void RunBatch(List<PredictionJob> batch)
-    {
-        var loaded = host.Adapters;
-        var runnable = new List<PredictionJob>(batch.Count);
-        foreach (var job in batch)
+        ReadArrivals(wait: false);
+        if (partial.Count > 0)
         {
+            var unserved = new List<PredictionJob>();
+            var served = new List<PredictionJob>();
+            foreach (var job in partial)
+            {
+                if (!Offer(job, split: true)) unserved.Add(job);
+                else if (!job.Finished && job.Remaining > 0) served.Add(job);
+            }
+            partial = [.. unserved, .. served];
+        }
+        ReadArrivals(wait: true);
+        return pieces;
+
+        // Takes new requests while there is room and no load/unload is next; a request that does not fit waits for
+        // the next batch, and so do the requests behind it.
+        void ReadArrivals(bool wait)
+        {
+            var reader = queue.Reader;
+            while (count < maxBatch && barrier is null && waiting.Count == 0)
+            {
+                if (reader.TryRead(out var work))
+                {
+                    if (work is ControlJob control)
+                    {
+                        barrier = control;
+                        return;
+                    }
+                    var job = (PredictionJob)work;
+                    if (!Admit(job)) continue;
+                    if (!Offer(job, split: true)) waiting.Add(job);
+                    else if (!job.Finished && job.Remaining > 0) partial.Add(job);
+                    continue;
+                }
+                long remaining = deadline - Stopwatch.GetTimestamp();
+                if (!wait || remaining <= 0 || pieces.Count == 0) return;
+                var next = reader.WaitToReadAsync().AsTask();
+                if (!next.Wait(TimeSpan.FromSeconds((double)remaining / Stopwatch.Frequency)) || !next.Result) return;
+            }
+        }
+
+        // Puts the job's next inputs into the batch: all of them if they fit; as many as fit if it is larger than a
+        // batch and <paramref name="split"/>. False when it must wait. A finished or abandoned job is consumed.
+        bool Offer(PredictionJob job, bool split)
+        {
+            if (job.Finished) return true;
             if (job.Aborted.IsCancellationRequested)
             {
                 observeDropped("client_gone");
                 job.Completion.TrySetCanceled(job.Aborted);
-                continue;
+                return true;
             }
-            var missing = job.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a));
-            if (missing is null) runnable.Add(job);
-            else job.Completion.SetException(new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'"));
+            int room = maxBatch - count;
+            int take = job.Remaining <= room ? job.Remaining
+                : split && job.Remaining > maxBatch && room > 0 ? room
+                : 0;
+            if (take == 0) return false;
+            pieces.Add(new Piece(job, job.Taken, take));
+            job.Taken += take;
+            count += take;
+            return true;
         }
-        if (runnable.Count == 0) return;
-        if (Run(runnable, loaded) is not { } failure) return;
-        if (runnable.Count == 1)
-        {
-            Fail(runnable[0], failure);
-            return;
-        }
-        // One request's inputs can fail a batch they share (an input the model cannot take): run each request alone,
-        // so that the others are answered and only the failing one gets the error.
-        foreach (var job in runnable)
-            if (Run([job], loaded) is { } alone)
-                Fail(job, alone);
     }
 
-    /// <summary>Runs <paramref name="jobs"/> as one batch and completes them; the exception if the batch failed (jobs left open).</summary>
-    Exception? Run(List<PredictionJob> jobs, IReadOnlyDictionary<string, AdapterInfo> loaded)
+    /// <summary>False (and the request answered 404) when it names an adapter that is not loaded.</summary>
+    bool Admit(PredictionJob job)
     {
+        var loaded = host.Adapters;
+        var missing = job.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a));
+        if (missing is null) return true;
+        job.Completion.TrySetException(new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'", "unknown_adapter"));
+        return false;
+    }
+
+    void RunBatch(List<Piece> pieces)
+    {
+        var loaded = host.Adapters;
+        if (Run(pieces, loaded) is not { } failure) return;
+        if (pieces.Count == 1)
+        {
+            Fail(pieces[0].Job, failure);
+            return;
+        }
+        // One request's inputs can fail a batch they share (an input the model cannot take): run each piece alone,
+        // so that the others are answered and only the failing request gets the error.
+        foreach (var piece in pieces)
+            if (!piece.Job.Finished && Run([piece], loaded) is { } alone)
+                Fail(piece.Job, alone);
+    }
+
+    /// <summary>Runs <paramref name="pieces"/> as one batch and records their predictions; the exception if the batch failed.</summary>
+    Exception? Run(List<Piece> pieces, IReadOnlyDictionary<string, AdapterInfo> loaded)
+    {
+        float[][] outputs;
         try
         {
-            var inputs = jobs.SelectMany(j => j.Inputs).ToList();
+            var inputs = pieces.SelectMany(p => p.Job.Inputs.Skip(p.Start).Take(p.Count)).ToList();
             observeBatch(inputs.Count);
-            var outputs = runner.Run(inputs);
-            int position = 0;
-            foreach (var job in jobs)
-            {
-                var predictions = new Prediction[job.Inputs.Count];
-                for (int i = 0; i < predictions.Length; i++, position++)
-                {
-                    var adapter = job.Inputs[i].Adapter;
-                    predictions[i] = Prediction.From(loaded[adapter].Head, outputs[position]) with { Adapter = adapter };
-                }
-                job.Completion.SetResult(predictions);
-            }
-            return null;
+            outputs = runner.Run(inputs);
         }
         catch (Exception e)
         {
             return e;
         }
+        int position = 0;
+        foreach (var (job, start, count) in pieces)
+        {
+            try
+            {
+                var results = job.Results ??= new Prediction[job.Inputs.Count];
+                for (int i = start; i < start + count; i++)
+                {
+                    var adapter = job.Inputs[i].Adapter;
+                    results[i] = Prediction.From(loaded[adapter].Head, outputs[position + i - start]) with { Adapter = adapter };
+                }
+                job.Done += count;
+                if (job.Done == job.Inputs.Count) job.Completion.TrySetResult(results);
+            }
+            catch (Exception e)
+            {
+                Fail(job, e);
+            }
+            position += count;
+        }
+        return null;
     }
 
     /// <summary>
@@ -220,6 +310,6 @@ sealed class InferenceWorker
         logFailure(e, job.Inputs);
         observeDropped("model_failure");
         job.Completion.TrySetException(new ApiException(StatusCodes.Status500InternalServerError,
-            "the model failed on this request's inputs; the server log has the details"));
+            "the model failed on this request's inputs; the server log has the details", "model_failure"));
     }
 }

@@ -86,6 +86,14 @@ public sealed class ServerMetrics
     /// <summary>The count of <see cref="ObserveDropped"/> for <paramref name="reason"/>.</summary>
     public long Dropped(string reason) => dropped.TryGetValue(reason, out var box) ? Interlocked.Read(ref box.Value) : 0;
 
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, StrongBox> rejected = new(StringComparer.Ordinal);
+
+    /// <summary>Counts a request answered with an error status, by <see cref="ApiException.Reason"/>.</summary>
+    public void ObserveRejected(string reason) => Interlocked.Increment(ref rejected.GetOrAdd(reason, _ => new StrongBox()).Value);
+
+    /// <summary>The count of <see cref="ObserveRejected"/> for <paramref name="reason"/>.</summary>
+    public long Rejected(string reason) => rejected.TryGetValue(reason, out var box) ? Interlocked.Read(ref box.Value) : 0;
+
     /// <summary>Batches the worker has run so far, and the inputs in them.</summary>
     public (long Batches, long Inputs) BatchTotals()
     {
@@ -94,7 +102,7 @@ public sealed class ServerMetrics
     }
 
     /// <summary>Everything, with the gauges' current values.</summary>
-    public string Render(int queueDepth, int adaptersLoaded)
+    public string Render(int queueDepth, int adaptersLoaded, long inflightBytes = 0)
     {
         var text = new StringBuilder();
         Header(text, "adaptersharp_http_requests_total", "counter", "HTTP requests by route, method and status code.");
@@ -109,6 +117,11 @@ public sealed class ServerMetrics
         Header(text, "adaptersharp_requests_dropped_total", "counter", "Requests the worker did not answer with predictions, by reason.");
         foreach (var (reason, box) in dropped.OrderBy(d => d.Key, StringComparer.Ordinal))
             text.Append(CultureInfo.InvariantCulture, $"adaptersharp_requests_dropped_total{{reason=\"{reason}\"}} {Interlocked.Read(ref box.Value)}\n");
+        Header(text, "adaptersharp_requests_rejected_total", "counter", "Requests answered with an error status, by reason.");
+        foreach (var (reason, box) in rejected.OrderBy(d => d.Key, StringComparer.Ordinal))
+            text.Append(CultureInfo.InvariantCulture, $"adaptersharp_requests_rejected_total{{reason=\"{reason}\"}} {Interlocked.Read(ref box.Value)}\n");
+        Header(text, "adaptersharp_inflight_body_bytes", "gauge", "Request body bytes held by requests not yet answered (see --max-inflight-bytes).");
+        text.Append(CultureInfo.InvariantCulture, $"adaptersharp_inflight_body_bytes {inflightBytes}\n");
         Header(text, "adaptersharp_queue_depth", "gauge", "Requests waiting for the inference worker.");
         text.Append(CultureInfo.InvariantCulture, $"adaptersharp_queue_depth {queueDepth}\n");
         Header(text, "adaptersharp_adapters_loaded", "gauge", "Adapters loaded on the base model.");

@@ -33,6 +33,13 @@ public sealed record ServerOptions
 
     public long MaxBodyBytes { get; init; } = 1 << 20;
 
+    /// <summary>
+    /// Request body bytes held at once by requests not yet answered (a body without a Content-Length counts as
+    /// <see cref="MaxBodyBytes"/>); one more is answered 503, so that many large bodies at once cannot take the
+    /// process's memory. The default holds 32 maximal bodies, or thousands of ordinary ones.
+    /// </summary>
+    public long MaxInflightBytes { get; init; } = 32L << 20;
+
     public int MaxInputs { get; init; } = 256;
 
     /// <summary>Open connections at most; more wait in the listen backlog (Kestrel's MaxConcurrentConnections).</summary>
@@ -61,6 +68,8 @@ public sealed record ServerOptions
         if (ForwardCost < 0) throw new ArgumentException($"--forward-cost must not be negative, got {ForwardCost}");
         if (QueueCapacity < 1) throw new ArgumentException($"--queue-capacity must be at least 1, got {QueueCapacity}");
         if (MaxBodyBytes < 1024) throw new ArgumentException($"--max-body-bytes must be at least 1024, got {MaxBodyBytes}");
+        if (MaxInflightBytes < MaxBodyBytes)
+            throw new ArgumentException($"--max-inflight-bytes ({MaxInflightBytes}) must be at least --max-body-bytes ({MaxBodyBytes})");
         if (MaxInputs < 1) throw new ArgumentException($"--max-inputs must be at least 1, got {MaxInputs}");
         if (MaxConnections < 1) throw new ArgumentException($"--max-connections must be at least 1, got {MaxConnections}");
         if (IdleTimeout <= TimeSpan.Zero) throw new ArgumentException("--idle-timeout must be positive");
@@ -80,7 +89,26 @@ public sealed record ServerOptions
 }
 
 /// <summary>A request the server refuses, with the HTTP status to answer and a one-line message.</summary>
-public sealed class ApiException(int status, string message) : Exception(message)
+public sealed class ApiException(int status, string message, string? reason = null) : Exception(message)
 {
     public int Status { get; } = status;
+
+    /// <summary>Why, as <c>/metrics</c> counts it (<c>adaptersharp_requests_rejected_total{reason}</c>).</summary>
+    public string Reason { get; } = reason ?? ReasonFor(status);
+
+    public static string ReasonFor(int status) => status switch
+    {
+        400 => "invalid_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        431 => "headers_too_large",
+        500 => "internal",
+        503 => "unavailable",
+        _ => $"status_{status}",
+    };
 }

@@ -42,6 +42,11 @@ static class ServeCommand
         var maxWait = new Option<int>("--max-wait-ms") { Description = "How long a batch waits for more requests after its first.", DefaultValueFactory = _ => defaults.MaxWaitMs };
         var capacity = new Option<int>("--queue-capacity") { Description = "Requests that may wait for the model; more are answered 503.", DefaultValueFactory = _ => defaults.QueueCapacity };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body; larger ones are answered 413.", DefaultValueFactory = _ => defaults.MaxBodyBytes };
+        var maxInflight = new Option<long>("--max-inflight-bytes")
+        {
+            Description = "Request body bytes held at once by requests not yet answered; more are answered 503.",
+            DefaultValueFactory = _ => defaults.MaxInflightBytes,
+        };
         var maxInputs = new Option<int>("--max-inputs") { Description = "Most inputs per request; more are answered 413.", DefaultValueFactory = _ => defaults.MaxInputs };
         var maxConnections = new Option<int>("--max-connections") { Description = "Open connections at most; more wait.", DefaultValueFactory = _ => defaults.MaxConnections };
         var idleTimeout = new Option<int>("--idle-timeout-s")
@@ -51,7 +56,7 @@ static class ServeCommand
         };
         var command = new Command("serve", "Serve predictions over HTTP for many adapters on one base model.")
         {
-            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, forwardCost, capacity, maxBody, maxInputs, maxConnections, idleTimeout,
+            model, vocab, device, precision, adapters, root, host, port, apiKeyFile, maxBatch, maxWait, forwardCost, capacity, maxBody, maxInflight, maxInputs, maxConnections, idleTimeout,
         };
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
@@ -67,6 +72,7 @@ static class ServeCommand
                 ForwardCost = parse.GetValue(forwardCost),
                 QueueCapacity = parse.GetValue(capacity),
                 MaxBodyBytes = parse.GetValue(maxBody),
+                MaxInflightBytes = parse.GetValue(maxInflight),
                 MaxInputs = parse.GetValue(maxInputs),
                 MaxConnections = parse.GetValue(maxConnections),
                 IdleTimeout = TimeSpan.FromSeconds(parse.GetValue(idleTimeout)),

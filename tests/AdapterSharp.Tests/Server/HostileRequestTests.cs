@@ -106,6 +106,27 @@ public class HostileRequestTests
     }
 
     [Fact]
+    public async Task A_request_running_in_pieces_whose_client_hung_up_stops_after_its_current_piece()
+    {
+        await using var server = await RunningServer.StartAsync(new ServerOptions { MaxBatch = 4, MaxWaitMs = 0 }, load: ["sent"], gated: true);
+        var inputs = string.Join(", ", Enumerable.Range(0, 11).Select(i => $"\"text {i}\""));
+        using (var hangUp = new CancellationTokenSource())
+        {
+            var abandoned = server.Client.PostAsync("/v1/predict",
+                new StringContent("{\"adapter\": \"sent\", \"inputs\": [" + inputs + "]}", Encoding.UTF8, "application/json"), hangUp.Token);
+            await server.Gate!.WaitUntilHeldAsync(); // its first 4 inputs are running
+            await hangUp.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
+        }
+        await Task.Delay(200); // Kestrel notices the closed connection
+        server.Gate.Open();
+        for (int i = 0; i < 100 && server.Server.Metrics.Dropped("client_gone") == 0; i++) await Task.Delay(50);
+        Assert.Equal(1, server.Server.Metrics.Dropped("client_gone"));
+        Assert.Equal(200, (await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("next") })).Status);
+        lock (server.Gate.BatchSizes) Assert.Equal([4, 1], server.Gate.BatchSizes); // its other 7 inputs never ran
+    }
+
+    [Fact]
     public async Task A_body_nested_deeper_than_any_request_is_400()
     {
         await using var server = await RunningServer.StartAsync(load: ["sent"]);
@@ -123,6 +144,47 @@ public class HostileRequestTests
             "{\"adapter\": \"sent\", \"inputs\": [\"ok\"], \"adapter\": \"other\"}");
         Assert.Equal(400, status);
         Assert.Contains("Duplicate property 'adapter'", answer!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Bodies_beyond_the_inflight_budget_are_503_and_the_budget_is_given_back()
+    {
+        await using var server = await RunningServer.StartAsync(new ServerOptions { MaxBodyBytes = 4096, MaxInflightBytes = 8192 }, load: ["sent"], gated: true);
+        // A 3,000-byte body: two fit in 8 KiB, a third does not.
+        string Body(string text) => "{\"adapter\": \"sent\", \"inputs\": [\"" + text + "\"]}" + new string(' ', 3000 - 35 - text.Length);
+        Assert.Equal(3000, Encoding.UTF8.GetByteCount(Body("first")));
+        var first = server.SendAsync(HttpMethod.Post, "/v1/predict", Body("first"));
+        await server.Gate!.WaitUntilHeldAsync();
+        var second = server.SendAsync(HttpMethod.Post, "/v1/predict", Body("secnd"));
+        await PredictTests.WaitForQueueAsync(server, depth: 1);
+
+        var (status, answer) = await server.SendAsync(HttpMethod.Post, "/v1/predict", Body("third"));
+        Assert.Equal(503, status);
+        Assert.Contains("--max-inflight-bytes", answer!["error"]!.GetValue<string>());
+        var metrics = await server.Client.GetStringAsync("/metrics");
+        Assert.Contains("adaptersharp_inflight_body_bytes 6000\n", metrics);
+        Assert.Contains("adaptersharp_requests_rejected_total{reason=\"busy\"} 1\n", metrics);
+
+        server.Gate.Open();
+        Assert.Equal(200, (await first).Status);
+        Assert.Equal(200, (await second).Status);
+        Assert.Equal(200, (await server.SendAsync(HttpMethod.Post, "/v1/predict", Body("again"))).Status);
+        Assert.Contains("adaptersharp_inflight_body_bytes 0\n", await server.Client.GetStringAsync("/metrics"));
+    }
+
+    [Fact]
+    public async Task Metrics_count_every_rejection_by_reason()
+    {
+        await using var server = await RunningServer.StartAsync(load: ["sent"]);
+        Assert.Equal(400, (await server.SendAsync(HttpMethod.Post, "/v1/predict", "{not json")).Status);
+        Assert.Equal(404, (await server.SendAsync(HttpMethod.Post, "/v1/predict", "{\"adapter\": \"nope\", \"inputs\": [\"a\"]}")).Status);
+        Assert.Equal(404, (await server.SendAsync(HttpMethod.Get, "/v1/nothing-here", null)).Status);
+        Assert.Equal(403, (await server.SendAsync(HttpMethod.Post, "/v1/adapters", "{\"path\": \"sent\"}")).Status);
+        var metrics = await server.Client.GetStringAsync("/metrics");
+        Assert.Contains("adaptersharp_requests_rejected_total{reason=\"invalid_request\"} 1\n", metrics);
+        Assert.Contains("adaptersharp_requests_rejected_total{reason=\"unknown_adapter\"} 1\n", metrics);
+        Assert.Contains("adaptersharp_requests_rejected_total{reason=\"not_found\"} 1\n", metrics);
+        Assert.Contains("adaptersharp_requests_rejected_total{reason=\"forbidden\"} 1\n", metrics);
     }
 
     [Fact]

@@ -202,6 +202,51 @@ public class PredictTests
         for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], body!["predictions"]![i]!, $"inputs[{i}]");
     }
     [Fact]
+    public async Task A_request_larger_than_a_batch_delays_a_later_small_one_by_at_most_one_batch()
+    {
+        await using var server = await RunningServer.StartAsync(new ServerOptions { MaxBatch = 4, MaxWaitMs = 0 }, load: ["topic", "sent"], gated: true);
+        var bigTexts = Enumerable.Range(0, 11).Select(i => ($"w{i} good w{i + 1}", (string?)null)).ToArray();
+        var big = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "topic", ["inputs"] = ServerFiles.InputsJson(bigTexts) });
+        await server.Gate!.WaitUntilHeldAsync(); // the big request's first 4 inputs are at the gate
+        var small = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "sent", ["inputs"] = new JsonArray("fine") });
+        await WaitForQueueAsync(server, depth: 2); // the small request, and the big one's rest
+        server.Gate.Open();
+
+        var (status, body) = await big;
+        Assert.Equal(200, status);
+        var expected = ServerFiles.Expected("topic", bigTexts);
+        for (int i = 0; i < expected.Length; i++) ServerFiles.AssertSame(expected[i], body!["predictions"]![i]!, $"inputs[{i}]");
+        Assert.Equal(200, (await small).Status);
+        lock (server.Gate.BatchSizes)
+        {
+            Assert.Equal([4, 4, 4], server.Gate.BatchSizes);
+            // The small request runs in the batch right after the one that was running when it came, first.
+            Assert.Equal(new BatchInput("sent", "fine"), server.Gate.Batches[1][0]);
+            Assert.Equal(bigTexts.Select(t => t.Item1), server.Gate.Batches.SelectMany(b => b).Where(i => i.Adapter == "topic").Select(i => i.Text));
+        }
+    }
+
+    [Fact]
+    public async Task An_unload_waits_for_a_request_of_that_adapter_that_is_running_in_pieces()
+    {
+        await using var server = await RunningServer.StartAsync(new ServerOptions { MaxBatch = 4, MaxWaitMs = 0 }, load: ["topic"], gated: true);
+        var texts = Enumerable.Range(0, 11).Select(i => ($"w{i} good w{i + 1}", (string?)null)).ToArray();
+        var big = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "topic", ["inputs"] = ServerFiles.InputsJson(texts) });
+        await server.Gate!.WaitUntilHeldAsync();
+        var unload = server.SendAsync(HttpMethod.Delete, "/v1/adapters/topic");
+        await WaitForQueueAsync(server, depth: 2); // the big request's rest, and the unload behind it
+        var after = server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "topic", ["inputs"] = new JsonArray("late") });
+        await WaitForQueueAsync(server, depth: 3);
+        server.Gate.Open();
+
+        var (status, body) = await big;
+        Assert.Equal(200, status);
+        Assert.Equal(texts.Length, body!["predictions"]!.AsArray().Count);
+        Assert.Equal(204, (await unload).Status);
+        Assert.Equal(404, (await after).Status); // queued after the unload
+    }
+
+    [Fact]
     public async Task A_body_well_over_the_default_limit_is_413()
     {
         await using var server = await RunningServer.StartAsync(load: ["sent"]);

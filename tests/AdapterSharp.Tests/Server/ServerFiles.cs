@@ -323,11 +323,18 @@ sealed class GatedRunner(IBatchRunner inner) : IBatchRunner, IDisposable
 
     public List<int> BatchSizes { get; } = [];
 
+    /// <summary>Each batch's inputs, in the order the batches ran (lock <see cref="BatchSizes"/>).</summary>
+    public List<BatchInput[]> Batches { get; } = [];
+
     public float[][] Run(IReadOnlyList<BatchInput> inputs)
     {
         entered.Release();
         if (!gate.Wait(TimeSpan.FromSeconds(20))) throw new TimeoutException("the test never opened the gate");
-        lock (BatchSizes) BatchSizes.Add(inputs.Count);
+        lock (BatchSizes)
+        {
+            BatchSizes.Add(inputs.Count);
+            Batches.Add([.. inputs]);
+        }
         return inner.Run(inputs);
     }
 
