@@ -91,13 +91,13 @@ static class Run
                                       or TrainingException or IOException or UnauthorizedAccessException
                                       or InvalidDataException or ArgumentException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"error: {Messages.OneLine(e.Message)}");
             if (parse.GetValue(CommonOptions.Verbose)) Console.Error.WriteLine(e);
             return 1;
         }
         catch (Exception e)
         {
-            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}");
+            Console.Error.WriteLine($"error: {e.GetType().Name}: {Messages.OneLine(e.Message)}");
             Console.Error.WriteLine(parse.GetValue(CommonOptions.Verbose) ? e.ToString() : "(run with --verbose for details)");
             return 2;
         }

@@ -168,7 +168,7 @@ public sealed class InferenceServer : IAsyncDisposable
     {
         PredictRequest request;
         using (var body = await ReadJsonAsync(context))
-            request = Unicode(() => PredictRequest.Parse(body.RootElement, options.MaxInputs));
+            request = RequestBodies.Predict(body, options.MaxInputs);
         var loaded = host.Adapters;
         // Checked again by the worker when the batch runs: an unload may come in between.
         if (request.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a)) is { } missing)
@@ -184,24 +184,10 @@ public sealed class InferenceServer : IAsyncDisposable
     {
         if (adaptersRoot is null)
             throw new ApiException(StatusCodes.Status403Forbidden, "loading adapters at run time is off: start the server with --adapters-root");
-        string? name = null, path = null;
+        LoadRequest request;
         using (var body = await ReadJsonAsync(context))
-        {
-            if (body.RootElement.ValueKind != JsonValueKind.Object) throw Bad("body: expected a JSON object");
-            Unicode(() =>
-            {
-                foreach (var property in body.RootElement.EnumerateObject())
-                {
-                    if (property.Name is not ("name" or "path"))
-                        throw Bad($"body: unknown field \"{property.Name}\" (expected \"name\" and \"path\")");
-                    if (property.Value.ValueKind != JsonValueKind.String) throw Bad($"{property.Name}: expected a string");
-                    if (property.Name == "name") name = property.Value.GetString();
-                    else path = property.Value.GetString();
-                }
-                return true;
-            });
-        }
-        if (path is null) throw Bad("path: required: an adapter (or fusion) folder under the adapters root");
+            request = RequestBodies.Load(body);
+        var (path, name) = request;
         var dir = adaptersRoot.Resolve(path);
         AdapterInfo info;
         try
@@ -233,18 +219,7 @@ public sealed class InferenceServer : IAsyncDisposable
         // Kestrel enforces the limit (MaxRequestBodySize) as the body is read, with or without a Content-Length.
         try
         {
-            // No request this server takes nests deeper than three levels; a deep one is refused before it is built.
-            // A name given twice is refused rather than the last one silently winning.
-            return await JsonDocument.ParseAsync(context.Request.Body, new JsonDocumentOptions { MaxDepth = 8, AllowDuplicateProperties = false }, context.RequestAborted);
-        }
-        catch (JsonException e)
-        {
-            throw Bad($"invalid JSON: {OneLine(e.Message)}");
-        }
-        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
-        {
-            // Checking names for duplicates decodes them, and an escaped lone surrogate cannot be decoded.
-            throw NotUnicode(e);
+            return await RequestBodies.ParseAsync(context.Request.Body, context.RequestAborted);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -361,25 +336,6 @@ public sealed class InferenceServer : IAsyncDisposable
     }
 
     static string OneLine(string message) => message.ReplaceLineEndings(" ");
-
-    /// <summary>
-    /// <paramref name="read"/>, with a string that is not valid Unicode (a lone surrogate escape, bytes that are not
-    /// UTF-8), which the JSON parser lets through until it is read, answered as 400.
-    /// </summary>
-    static T Unicode<T>(Func<T> read)
-    {
-        try
-        {
-            return read();
-        }
-        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
-        {
-            throw NotUnicode(e);
-        }
-    }
-
-    static ApiException NotUnicode(InvalidOperationException e) =>
-        Bad($"body: a name or string is not valid Unicode (a lone surrogate \\uD800-\\uDFFF, or bytes that are not UTF-8): {OneLine(e.Message)}");
 
     static ApiException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
 }

@@ -89,7 +89,7 @@ public sealed record ServerOptions
 }
 
 /// <summary>A request the server refuses, with the HTTP status to answer and a one-line message.</summary>
-public sealed class ApiException(int status, string message, string? reason = null) : Exception(message)
+public sealed class ApiException(int status, string message, string? reason = null) : Exception(Messages.OneLine(message))
 {
     public int Status { get; } = status;
 

@@ -103,7 +103,8 @@ public sealed record TensorData(TensorDType DType, long[] Shape, byte[] Bytes)
 }
 
 /// <summary>A checkpoint file that cannot be read: the message names the file and the problem.</summary>
-public sealed class CheckpointException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>A checkpoint or tokenizer file that cannot be read; the message is one line (control characters escaped).</summary>
+public sealed class CheckpointException(string message, Exception? inner = null) : Exception(Messages.OneLine(message), inner);
 
 /// <summary>File access and message helpers shared by the checkpoint readers.</summary>
 internal static class CheckpointIO
@@ -136,8 +137,5 @@ internal static class CheckpointIO
         return "'" + OneLine(text) + "'";
     }
 
-    public static string OneLine(string text) =>
-        text.Any(char.IsControl)
-            ? string.Concat(text.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()))
-            : text;
+    public static string OneLine(string text) => Messages.OneLine(text);
 }

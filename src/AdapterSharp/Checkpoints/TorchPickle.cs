@@ -29,7 +29,7 @@ public static class TorchPickle
         try
         {
             using var archive = new ZipArchive(stream, ZipArchiveMode.Read);
-            return ReadArchive(archive, path);
+            return ReadArchive(archive, path, stream.Length);
         }
         catch (InvalidDataException e)
         {
@@ -37,7 +37,7 @@ public static class TorchPickle
         }
     });
 
-    static Dictionary<string, TensorData> ReadArchive(ZipArchive archive, string path)
+    static Dictionary<string, TensorData> ReadArchive(ZipArchive archive, string path, long fileLength)
     {
         // torch names the top folder after the file or "archive"; the reader takes whatever holds data.pkl.
         var pickles = archive.Entries
@@ -48,10 +48,10 @@ public static class TorchPickle
         string prefix = pickles[0].FullName[..^"data.pkl".Length];
 
         // Newer torch records the writer's byte order; storages are in that order.
-        if (archive.GetEntry(prefix + "byteorder") is { } byteorder && Encoding.ASCII.GetString(ReadEntry(byteorder, 16, path)) != "little")
+        if (archive.GetEntry(prefix + "byteorder") is { } byteorder && Encoding.ASCII.GetString(ReadEntry(byteorder, 16, path, fileLength)) != "little")
             throw new CheckpointException($"{path}: big-endian checkpoints are not supported");
 
-        var root = new Unpickler(ReadEntry(pickles[0], MaxPickleBytes, path), path).Load();
+        var root = new Unpickler(ReadEntry(pickles[0], MaxPickleBytes, path, fileLength), path).Load();
         if (root is not PyDict dict)
             throw new CheckpointException($"{path}: expected a state dict (name → tensor) but the pickle holds {Describe(root)}");
 
@@ -69,7 +69,7 @@ public static class TorchPickle
                 long? size = TensorData.ByteCount(tensor.Storage.DType, [tensor.Storage.Numel]);
                 if (entry.Length != size)
                     throw new CheckpointException($"{path}: storage {CheckpointIO.Quote(tensor.Storage.Key)} has {entry.Length} bytes but should have {size}");
-                storages[tensor.Storage.Key] = storage = ReadEntry(entry, Array.MaxLength, path);
+                storages[tensor.Storage.Key] = storage = ReadEntry(entry, Array.MaxLength, path, fileLength);
             }
             tensors.Add(name, Materialize(tensor, storage, $"{path}: tensor {CheckpointIO.Quote(name)}"));
         }
@@ -136,10 +136,18 @@ public static class TorchPickle
         return true;
     }
 
-    static byte[] ReadEntry(ZipArchiveEntry entry, long limit, string path)
+    /// <summary>Deflate expands at most about 1032:1; a record declaring more than that of its compressed bytes lies.</summary>
+    const long MaxDeflateRatio = 1032;
+
+    static byte[] ReadEntry(ZipArchiveEntry entry, long limit, string path, long fileLength)
     {
         if (entry.Length > limit)
             throw new CheckpointException($"{path}: record {CheckpointIO.Quote(entry.FullName)} is too large ({entry.Length} bytes)");
+        // The sizes in the zip directory are declared, not read: bound them by the bytes the record actually holds
+        // before allocating by them (a 1 KB file may declare 200 MB).
+        if (entry.CompressedLength > fileLength || entry.Length > entry.CompressedLength * MaxDeflateRatio + 64)
+            throw new CheckpointException(
+                $"{path}: record {CheckpointIO.Quote(entry.FullName)} declares {entry.Length} bytes from {entry.CompressedLength} compressed, more than the {fileLength}-byte file can hold");
         var bytes = new byte[entry.Length];
         using var stream = entry.Open();
         stream.ReadExactly(bytes);

@@ -7,7 +7,7 @@ namespace AdapterSharp.Data;
 public sealed record Example(string Text, string? TextPair, string Label, string Source, int Line);
 
 /// <summary>A data row that cannot be used: the message starts with file:line.</summary>
-public sealed class DataFormatException(string message) : Exception(message);
+public sealed class DataFormatException(string message) : Exception(Messages.OneLine(message));
 
 /// <summary>Which columns hold the text, the optional second text and the label.</summary>
 public sealed record ColumnSpec(string Text, string? TextPair, string Label);

@@ -93,4 +93,5 @@ public sealed record BertConfig
 }
 
 /// <summary>A model file or configuration that cannot be used: the message names the file and the problem.</summary>
-public sealed class ModelFormatException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>A model, adapter or fusion folder that cannot be used; the message is one line (control characters escaped).</summary>
+public sealed class ModelFormatException(string message, Exception? inner = null) : Exception(Messages.OneLine(message), inner);
