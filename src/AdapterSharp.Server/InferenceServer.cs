@@ -255,6 +255,10 @@ public sealed class InferenceServer : IAsyncDisposable
             await next(context);
             return;
         }
+        // A body that declares more than the limit can never be served: 413 now, not a 503 that invites a retry.
+        if (context.Request.ContentLength > options.MaxBodyBytes)
+            throw new ApiException(StatusCodes.Status413PayloadTooLarge,
+                $"the request body is larger than {options.MaxBodyBytes} bytes (--max-body-bytes)");
         long cost = Math.Min(context.Request.ContentLength ?? options.MaxBodyBytes, options.MaxBodyBytes);
         if (Interlocked.Add(ref inflightBytes, cost) > options.MaxInflightBytes)
         {

@@ -34,12 +34,21 @@ public static class AtomicFile
             }
             File.Move(tmp, full, overwrite: true);
         }
-        catch
+        catch (Exception e)
         {
             TryDelete(tmp);
+            if (TooLarge(e)) throw new IOException($"cannot write {full}: {TooLargeMessage}", e);
             throw;
         }
     }
+
+    internal const string TooLargeMessage = "the file is larger than the file system or the process's file-size limit allows (EFBIG)";
+
+    /// <summary>
+    /// Whether <paramref name="e"/> is .NET's form of EFBIG (a file beyond the file system's or <c>ulimit -f</c>'s limit),
+    /// which it reports as an <see cref="ArgumentOutOfRangeException"/> on the stream's length, not as an IOException.
+    /// </summary>
+    internal static bool TooLarge(Exception e) => e is ArgumentOutOfRangeException { ParamName: "value" };
 
     static void TryDelete(string path)
     {

@@ -49,9 +49,10 @@ public static class AtomicFolder
             Directory.Move(staging, target);
             Directory.Delete(old, recursive: true);
         }
-        catch
+        catch (Exception e)
         {
             if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+            if (AtomicFile.TooLarge(e)) throw new IOException($"{target}: cannot write: {AtomicFile.TooLargeMessage}", e);
             throw;
         }
     }

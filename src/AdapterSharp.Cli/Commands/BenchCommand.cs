@@ -31,6 +31,8 @@ static class BenchCommand
         bench.Subcommands.Add(Serve());
         bench.Subcommands.Add(Kernels());
         bench.Subcommands.Add(Tokenize());
+        bench.Subcommands.Add(Kill());
+        bench.Subcommands.Add(Soak());
         return bench;
     }
 
@@ -204,6 +206,104 @@ static class BenchCommand
             foreach (var record in KernelBenchmark.AddNormRecords(target, parse.GetValue(rows), parse.GetValue(hidden), parse.GetValue(steps), parse.GetValue(seed), kernels))
                 Console.WriteLine(JsonSerializer.Serialize(record));
             return 0;
+        }));
+        return command;
+    }
+
+    static Command Soak()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        device.DefaultValueFactory = _ => "auto";
+        var precision = CommonOptions.Precision();
+        var defaults = new SoakOptions();
+        var duration = new Option<string>("--duration") { Description = "How long to run, warm-up included (e.g. 10m).", DefaultValueFactory = _ => "10m" };
+        var warmup = new Option<string>("--warmup") { Description = "Load before the memory baseline is taken.", DefaultValueFactory = _ => "1m" };
+        var clients = new Option<int>("--clients") { Description = "Clients sending well-formed requests.", DefaultValueFactory = _ => defaults.Clients };
+        var adapters = new Option<int>("--adapters") { Description = "Adapters served (the last two are unloaded and reloaded throughout).", DefaultValueFactory = _ => defaults.Adapters };
+        var growth = new Option<double>("--max-memory-growth")
+        {
+            Description = "Working-set growth after the warm-up that fails the run (0.10 = 10%).",
+            DefaultValueFactory = _ => defaults.MaxMemoryGrowth,
+        };
+        var seed = new Option<int>("--seed") { Description = "Seeds the adapters and the clients.", DefaultValueFactory = _ => 0 };
+        var command = new Command("soak",
+            "The real server on loopback under well-formed load and a fault mix for a duration; fails on an unexpected status, a lost request, memory growth or a dead /healthz.")
+        {
+            model, device, precision, duration, warmup, clients, adapters, growth, seed,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            var options = new SoakOptions
+            {
+                Model = parse.GetValue(model)!,
+                Precision = parse.GetValue(precision)!,
+                Duration = Seconds(parse.GetValue(duration)!, "--duration", allowZero: false),
+                Warmup = Seconds(parse.GetValue(warmup)!, "--warmup", allowZero: true),
+                Clients = parse.GetValue(clients),
+                Adapters = parse.GetValue(adapters),
+                MaxMemoryGrowth = parse.GetValue(growth),
+                Seed = parse.GetValue(seed),
+            };
+            options.Validate();
+            var target = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
+            using var interrupt = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                if (interrupt.IsCancellationRequested) return;
+                e.Cancel = true;
+                interrupt.Cancel();
+            };
+            Console.CancelKeyPress += onCancel;
+            SoakReport report;
+            try
+            {
+                report = SoakBenchmark.RunAsync(options, target, Run.StderrLog, interrupt.Token).GetAwaiter().GetResult();
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
+            }
+            foreach (var (name, category) in report.Categories)
+                Console.Error.WriteLine($"{name,-16} {category.Sent,8} sent  {string.Join(", ", category.Outcomes.Select(o => $"{o.Key}: {o.Value}"))}" +
+                                        (category.Unexpected > 0 ? $"  UNEXPECTED {category.Unexpected}" : ""));
+            Console.Error.WriteLine($"well-formed latency p50 {report.P50Ms} ms, p90 {report.P90Ms} ms, p99 {report.P99Ms} ms; working set " +
+                                    $"{report.BaselineWorkingSetMb} → {report.EndWorkingSetMb} MB ({report.WorkingSetGrowth:P1}); /healthz {report.HealthzStatus}");
+            Console.WriteLine(JsonSerializer.Serialize(report, SoakReport.Json));
+            foreach (var failure in report.Failures) Console.Error.WriteLine($"error: {failure}");
+            return report.Passed ? 0 : 1;
+        }));
+        return command;
+    }
+
+    static Command Kill()
+    {
+        var defaults = new KillBenchmarkOptions();
+        var trials = new Option<int>("--trials") { Description = "SIGKILLs per writer.", DefaultValueFactory = _ => defaults.Trials };
+        var writers = new Option<string>("--writers")
+        {
+            Description = "Which writers, comma-separated: adapter (train over an earlier adapter), fusion, cache (first use of the built-in model), convert.",
+            DefaultValueFactory = _ => KillBenchmarkOptions.AllWriters,
+        };
+        var seed = new Option<int>("--seed") { Description = "Seeds the kill moments.", DefaultValueFactory = _ => defaults.Seed };
+        var work = new Option<string?>("--work-dir") { Description = "Where the runs write (default: a temporary folder, deleted after)." };
+        var noDiskFull = new Option<bool>("--no-disk-full") { Description = "Skip the run of each writer under a file-size limit." };
+        var command = new Command("kill",
+            "Kill the real CLI with SIGKILL at random moments while it writes adapter, fusion and model folders; check each folder is the earlier one or a complete new one.")
+        {
+            trials, writers, seed, work, noDiskFull,
+        };
+        command.SetAction(parse => Run.Guarded(parse, () =>
+        {
+            if (parse.GetValue(trials) < 1) throw new UsageException("--trials must be at least 1");
+            return KillBenchmark.Run(new KillBenchmarkOptions
+            {
+                Trials = parse.GetValue(trials),
+                Writers = parse.GetValue(writers)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Seed = parse.GetValue(seed),
+                WorkDir = parse.GetValue(work),
+                DiskFull = !parse.GetValue(noDiskFull),
+            }, Run.StderrLog);
         }));
         return command;
     }

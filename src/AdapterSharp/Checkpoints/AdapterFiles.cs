@@ -224,7 +224,7 @@ public static class AdapterFiles
     /// The weights file of a folder whose config records <paramref name="expected"/> (null: an older folder, not
     /// checked), or a one-line error when its bytes are not the ones saved.
     /// </summary>
-    internal static string CheckedWeights(string dir, string weightsFile, string? expected)
+    public static string CheckedWeights(string dir, string weightsFile, string? expected)
     {
         var path = Path.Combine(dir, weightsFile);
         if (expected is null || !File.Exists(path)) return path; // a missing file is named by the reader

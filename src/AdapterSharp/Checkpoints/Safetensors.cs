@@ -125,7 +125,9 @@ public static class Safetensors
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CheckpointException($"{path}: cannot write: {CheckpointIO.OneLine(e.Message)}", e);
+            throw new CheckpointException(e.InnerException is not null && AtomicFile.TooLarge(e.InnerException)
+                ? $"{path}: cannot write: {AtomicFile.TooLargeMessage}"
+                : $"{path}: cannot write: {CheckpointIO.OneLine(e.Message)}", e);
         }
     }
 

@@ -349,7 +349,14 @@ public static class TrainingJob
         record["loss"] = double.IsFinite(evaluation.Loss) ? Math.Round(evaluation.Loss, 6) : null!;
         record["elapsed_s"] = Math.Round(evaluation.Elapsed.TotalSeconds, 1);
         foreach (var (metric, value) in evaluation.Metrics) record[metric] = double.IsFinite(value) ? Math.Round(value, 6) : null!;
-        File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+        try
+        {
+            File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+        }
+        catch (Exception e) when (AtomicFile.TooLarge(e))
+        {
+            throw new IOException($"{path}: {AtomicFile.TooLargeMessage}", e);
+        }
     }
 
     static string SafeName(string name)

@@ -164,6 +164,11 @@ public class HostileRequestTests
         var metrics = await server.Client.GetStringAsync("/metrics");
         Assert.Contains("adaptersharp_inflight_body_bytes 6000\n", metrics);
         Assert.Contains("adaptersharp_requests_rejected_total{reason=\"busy\"} 1\n", metrics);
+        // A body that declares more than --max-body-bytes can never fit: 413 even while the budget is full, not a 503
+        // that invites a retry.
+        var (oversize, oversizeAnswer) = await server.SendAsync(HttpMethod.Post, "/v1/predict", Body("big") + new string(' ', 2000));
+        Assert.Equal(413, oversize);
+        Assert.Contains("--max-body-bytes", oversizeAnswer!["error"]!.GetValue<string>());
 
         server.Gate.Open();
         Assert.Equal(200, (await first).Status);
