@@ -95,11 +95,8 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
                 data.HasPadding(rows) ? mask.to(host.Device) : null,
                 types.to(host.Device),
                 chunk.Select(i => (string?)inputs[i].Adapter).ToArray());
-            var logits = result.Logits.to_type(ScalarType.Float32).cpu();
-            var values = logits.data<float>().ToArray();
-            int width = (int)logits.shape[1];
-            for (int b = 0; b < chunk.Length; b++)
-                outputs[chunk[b]] = values.AsSpan(b * width, result.Outputs[b]).ToArray();
+            var rowOutputs = result.ToArrays(chunk.Select(i => encoded[i].Length).ToArray());
+            for (int b = 0; b < chunk.Length; b++) outputs[chunk[b]] = rowOutputs[b];
         }
         return outputs;
     }

@@ -132,6 +132,8 @@ sealed class InferenceWorker
     void Loop()
     {
         var reader = queue.Reader;
+        long lastTrim = Stopwatch.GetTimestamp();
+        bool ranSinceTrim = false;
         while (true)
         {
             if (waiting.Count == 0 && partial.Count == 0)
@@ -142,13 +144,32 @@ sealed class InferenceWorker
                     control.Run();
                     continue;
                 }
+                if (!reader.TryPeek(out _) && ranSinceTrim)
+                {
+                    // Idle: what the batches allocated goes back to the system before the wait.
+                    Native.HostMemory.Trim();
+                    (lastTrim, ranSinceTrim) = (Stopwatch.GetTimestamp(), false);
+                }
                 if (!reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
             }
             var pieces = NextBatch();
             Volatile.Write(ref pending, waiting.Count + partial.Count + (barrier is null ? 0 : 1));
-            if (pieces.Count > 0) RunBatch(pieces);
+            if (pieces.Count > 0)
+            {
+                RunBatch(pieces);
+                ranSinceTrim = true;
+            }
+            if (ranSinceTrim && Stopwatch.GetElapsedTime(lastTrim) >= TrimInterval)
+            {
+                // Never idle under a steady load: trim every so often anyway (milliseconds per interval).
+                Native.HostMemory.Trim();
+                (lastTrim, ranSinceTrim) = (Stopwatch.GetTimestamp(), false);
+            }
         }
     }
+
+    /// <summary>How often a busy worker gives the C allocator's free memory back (<see cref="Native.HostMemory.Trim"/>).</summary>
+    static readonly TimeSpan TrimInterval = TimeSpan.FromSeconds(10);
 
     /// <summary>The next batch's pieces (see the class summary for the order); may be empty.</summary>
     List<Piece> NextBatch()
@@ -281,8 +302,14 @@ sealed class InferenceWorker
                 var results = job.Results ??= new Prediction[job.Inputs.Count];
                 for (int i = start; i < start + count; i++)
                 {
-                    var adapter = job.Inputs[i].Adapter;
-                    results[i] = Prediction.From(loaded[adapter].Head, outputs[position + i - start]) with { Adapter = adapter };
+                    var input = job.Inputs[i];
+                    var info = loaded[input.Adapter];
+                    // Heads that answer with places in the text (entities) decode the encoding's offsets: the same ids the
+                    // runner used, tokenized again with offsets (a small cost beside the forward, and only for them).
+                    var decode = HeadKind.For(info.Head).NeedsOffsets
+                        ? new DecodeInput(input.Text, input.TextPair, host.Tokenizer.EncodeWithOffsets(input.Text, input.TextPair, info.MaxLength))
+                        : null;
+                    results[i] = Prediction.From(info.Head, outputs[position + i - start], decode) with { Adapter = input.Adapter };
                 }
                 job.Done += count;
                 if (job.Done == job.Inputs.Count) job.Completion.TrySetResult(results);

@@ -305,9 +305,13 @@ public static class SoakBenchmark
         double Seconds() => clock.Elapsed.TotalSeconds;
         (double WorkingSet, double Heap) Collected()
         {
+            // Retained memory, not what the allocators keep free for reuse: an aggressive collection decommits the
+            // managed heap's free space, and the C allocator's free pages go back too (the server's worker does that
+            // every 10 s by itself).
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            GC.Collect();
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            AdapterSharp.Native.HostMemory.Trim();
             return (Environment.WorkingSet / 1048576.0, GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0);
         }
         (double WorkingSet, double Heap) baseline = default;

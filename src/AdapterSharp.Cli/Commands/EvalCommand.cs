@@ -12,16 +12,24 @@ static class EvalCommand
     public static Command Create()
     {
         var open = new AdapterOpenOptions(defaultBatch: 128);
-        var task = new Option<string?>("--task") { Description = "GLUE task (default: the task the adapter was trained on)." };
+        var task = new Option<string?>("--task") { Description = "GLUE or token-classification task (default: the task the adapter was trained on)." };
+        var evalSplit = new Option<string>("--eval-split")
+        {
+            Description = "Which split of the task: dev, or test where it has labels (conll2003).", DefaultValueFactory = _ => "dev",
+        };
+        evalSplit.AcceptOnlyFromAmong("dev", "test");
         var data = new Option<string?>("--data") { Description = "The task's folder." };
-        var devFile = new Option<string?>("--dev") { Description = "Evaluation file (.tsv, .csv, .jsonl) with named columns." };
+        var devFile = new Option<string?>("--dev")
+        {
+            Description = "Evaluation file (.tsv, .csv, .jsonl) with named columns; for a token-classification adapter, CoNLL or JSONL {\"tokens\", \"tags\"}.",
+        };
         var textColumn = new Option<string?>("--text-column");
         var pairColumn = new Option<string?>("--text-pair-column");
         var labelColumn = new Option<string?>("--label-column");
         var skipBad = new Option<bool>("--skip-bad-rows");
         var command = new Command("eval", "Score an adapter on labelled data with its task's metrics (prints JSON).")
         {
-            task, data, devFile, textColumn, pairColumn, labelColumn, skipBad,
+            task, evalSplit, data, devFile, textColumn, pairColumn, labelColumn, skipBad,
         };
         open.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -39,13 +47,17 @@ static class EvalCommand
                 TextPairColumn = parse.GetValue(pairColumn),
                 LabelColumn = parse.GetValue(labelColumn),
                 Regression = manifest.Head.IsRegression,
+                Head = manifest.Head.Kind,
                 SkipBadRows = parse.GetValue(skipBad),
+                EvalSplit = parse.GetValue(evalSplit)!,
             };
             if (request.Task is null && request.DevFile is null)
                 throw new UsageException("the adapter records no task: pass --task or --dev with column options");
             var taskData = TrainingJob.LoadData(request);
-            var dev = EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength,
-                request.SkipBadRows, out int skipped);
+            var dev = taskData.TaggedDev is { } tagged
+                ? EncodedDataset.EncodeTagged(tagged, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength, labelAllPieces: false,
+                    request.SkipBadRows, out int skipped)
+                : EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength, request.SkipBadRows, out skipped);
             if (dev.Count == 0) throw new UsageException($"{taskData.TaskName}: no usable evaluation rows");
             var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, batchSize, loaded.Device);
             var result = new Dictionary<string, object> { ["adapter"] = manifest.Name, ["task"] = taskData.TaskName, ["examples"] = dev.Count };

@@ -8,7 +8,8 @@ namespace AdapterSharp.Cli.Commands;
 
 /// <summary>
 /// <c>adaptersharp predict --adapter DIR [TEXT…]</c>: texts from arguments, from <c>--input FILE</c> or from stdin
-/// (one per line, or JSONL <c>{"text": …, "text_pair"?: …}</c>) → JSONL with the label and its probabilities, or the score.
+/// (one per line, or JSONL <c>{"text": …, "text_pair"?: …}</c>) → JSONL with the label and its probabilities, the score,
+/// or the entities (type, text, start and end offsets in the text, score) of a token-classification adapter.
 /// </summary>
 static class PredictCommand
 {
@@ -17,7 +18,7 @@ static class PredictCommand
         var open = new AdapterOpenOptions(defaultBatch: 64);
         var input = new Option<string?>("--input", "-i") { Description = "File of texts: plain lines or JSONL; '-' for stdin." };
         var texts = new Argument<string[]>("texts") { Description = "Texts to classify (else --input or stdin).", Arity = ArgumentArity.ZeroOrMore };
-        var command = new Command("predict", "Predict with an adapter: JSONL with label and probabilities (or score) per input.")
+        var command = new Command("predict", "Predict with an adapter: JSONL per input with the label and probabilities, the score, or the entities.")
         {
             input, texts,
         };
@@ -28,8 +29,12 @@ static class PredictCommand
             var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             using var loaded = open.Open(parse);
             var head = loaded.Manifest.Head;
-            var data = EncodedDataset.Unlabelled(inputs.Select(i => (i.Text, i.Pair)), loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
-            var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
+            var tokenizer = loaded.Encoder.Tokenizer;
+            bool offsets = HeadKind.For(head).NeedsOffsets;
+            var encodings = inputs.Select(i => offsets
+                ? tokenizer.EncodeWithOffsets(i.Text, i.Pair, loaded.Manifest.MaxLength)
+                : tokenizer.Encode(i.Text, i.Pair, loaded.Manifest.MaxLength)).ToArray();
+            var outputs = Trainer.Predict(loaded.Model, EncodedDataset.Unlabelled(encodings), batchSize, loaded.Device);
             for (int i = 0; i < inputs.Count; i++)
             {
                 var row = new Dictionary<string, object> { ["text"] = inputs[i].Text };
@@ -37,13 +42,18 @@ static class PredictCommand
                 Prediction prediction;
                 try
                 {
-                    prediction = Prediction.From(head, outputs[i]);
+                    prediction = Prediction.From(head, outputs[i], new DecodeInput(inputs[i].Text, inputs[i].Pair, encodings[i]));
                 }
                 catch (InvalidDataException e)
                 {
                     throw new InvalidDataException($"input {i + 1}: {e.Message}");
                 }
                 if (prediction.Score is { } score) row["score"] = score;
+                else if (prediction.Entities is { } entities)
+                    row["entities"] = entities.Select(e => new Dictionary<string, object>
+                    {
+                        ["type"] = e.Type, ["text"] = e.Text, ["start"] = e.Start, ["end"] = e.End, ["score"] = e.Score,
+                    }).ToList();
                 else
                 {
                     row["label"] = prediction.Label!;

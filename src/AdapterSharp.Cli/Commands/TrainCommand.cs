@@ -19,7 +19,10 @@ static class TrainCommand
         var vocab = CommonOptions.Vocab();
         var device = CommonOptions.Device();
         var precision = CommonOptions.Precision();
-        var task = new Option<string?>("--task") { Description = $"GLUE task ({GlueTasks.Names}); default sst2 unless --train is given." };
+        var task = new Option<string?>("--task")
+        {
+            Description = $"GLUE task ({GlueTasks.Names}) or token-classification task ({string.Join("|", TaggingTasks.All.Select(t => t.Name))}); default sst2 unless --train is given.",
+        };
         var tasks = new Option<string?>("--tasks")
         {
             Description = "Multi-task: GLUE tasks, comma-separated (e.g. mrpc,stsb); one adapter and head each, trained in one run, saved to <run>/<task>/adapter.",
@@ -38,6 +41,16 @@ static class TrainCommand
         var pairColumn = new Option<string?>("--text-pair-column") { Description = "Column holding the second text of a pair." };
         var labelColumn = new Option<string?>("--label-column") { Description = "Column holding the label (or score with --regression)." };
         var regression = new Option<bool>("--regression") { Description = "The label is a number: train a regression head (MSE)." };
+        var head = new Option<string?>("--head")
+        {
+            Description = "Head for --train/--dev: classification (default), regression, or token-classification (CoNLL files: word first, tag last; or JSONL {\"tokens\", \"tags\"}).",
+        };
+        var labelAllPieces = new Option<bool>("--label-all-pieces") { Description = "Token classification: label every piece of a word, not only the first." };
+        var evalSplit = new Option<string>("--eval-split")
+        {
+            Description = "Which split evaluates: dev, or test where the task's test set has labels (conll2003).", DefaultValueFactory = _ => "dev",
+        };
+        evalSplit.AcceptOnlyFromAmong("dev", "test");
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip unusable rows (and report how many) instead of stopping." };
         var name = new Option<string?>("--name") { Description = "Adapter name (default: the task)." };
         var method = new MethodOptions();
@@ -68,7 +81,8 @@ static class TrainCommand
 
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
-            model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, skipBad, name,
+            model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, head,
+            labelAllPieces, evalSplit, skipBad, name,
             lr, baseLr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fused, fuse, stack,
         };
         method.AddTo(command);
@@ -81,7 +95,9 @@ static class TrainCommand
             var config = fusion ? BaselineConfig.Head with { Method = "fusion" } : method.Build(parse);
             if (parse.GetValue(baseLr) is not null && !config.ModifiesBase)
                 throw new UsageException($"--base-lr applies where base layers train (--train-top-k, full, top-k), not to --method {config.Method} alone");
-            var taskList = parse.GetValue(tasks) is { } list ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression]) : null;
+            var taskList = parse.GetValue(tasks) is { } list
+                ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression, head, labelAllPieces, evalSplit])
+                : null;
             if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
             if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
             var torchDevice = Devices.Resolve(parse.GetValue(device)!, Run.StderrLog);
@@ -110,6 +126,9 @@ static class TrainCommand
                     LabelColumn = parse.GetValue(labelColumn),
                     Regression = parse.GetValue(regression),
                     SkipBadRows = parse.GetValue(skipBad),
+                    Head = parse.GetValue(head),
+                    LabelAllPieces = parse.GetValue(labelAllPieces),
+                    EvalSplit = parse.GetValue(evalSplit)!,
                 },
                 Method = config,
                 Fuse = fuseDirs,

@@ -38,13 +38,17 @@ sealed class RowRouting(BertModel bert, AdapterSet set) : IDisposable
     public RowLogits Logits(Tensor hidden, RowSelection rows, string?[] adapterPerRow)
     {
         var stacks = built!;
-        var outputs = adapterPerRow.Select(n => n is null ? 0 : set.Head(n).Config.Outputs).ToArray();
+        var heads = adapterPerRow.Select(n => n is null ? null : set.Head(n).Config).ToArray();
+        var outputs = heads.Select(h => h?.Outputs ?? 0).ToArray();
+        var everyToken = heads.Select(h => h is not null && Heads.HeadKind.For(h).Reads == Heads.HeadInput.EveryToken).ToArray();
         var index = rows.Index; // (B), the slots the sites used
-        var cls = hidden.narrow(1, 0, 1).to_type(ScalarType.Float32); // (B, 1, d): heads read only [CLS]
-        var logits = cls.baddbmm(stacks.HeadWeight.index_select(0, index), stacks.HeadBias.index_select(0, index)) // (B, 1, max outputs)
-            .squeeze(1)
-            .masked_fill(stacks.HeadUnused.index_select(0, index), float.NegativeInfinity);
-        return new RowLogits(logits, outputs);
+        // Only [CLS] unless a row's head reads every position; then every row gets every position (a [CLS] head's
+        // answer is position 0 of its row), one product for all.
+        bool perToken = everyToken.Any(e => e);
+        var input = (perToken ? hidden : hidden.narrow(1, 0, 1)).to_type(ScalarType.Float32); // (B, T or 1, d)
+        var logits = input.baddbmm(stacks.HeadWeight.index_select(0, index), stacks.HeadBias.index_select(0, index)) // (B, T or 1, max outputs)
+            .masked_fill(stacks.HeadUnused.index_select(0, index).unsqueeze(1), float.NegativeInfinity);
+        return new RowLogits(perToken ? logits : logits.squeeze(1), outputs, everyToken);
     }
 
     /// <summary>Whether every module the adapter placed has a per-row form (a method can leave one out).</summary>
@@ -123,9 +127,36 @@ sealed class RowRouting(BertModel bert, AdapterSet set) : IDisposable
 }
 
 /// <summary>
-/// Per-row logits of a mixed batch (<see cref="AdapterModel.LogitsPerRow"/>): row i's are
-/// <c>Logits[i, ..Outputs[i]]</c> of the (B, max labels) float32 tensor, the rest of the row −∞ (so softmax and
-/// argmax over a whole row see only its own labels). Rows without an adapter have no head: 0 outputs.
-/// The caller owns <paramref name="Logits"/>.
+/// Per-row logits of a mixed batch (<see cref="AdapterModel.LogitsPerRow"/>). When no row's head reads every position,
+/// row i's are <c>Logits[i, ..Outputs[i]]</c> of the (B, max labels) float32 tensor; otherwise the tensor is
+/// (B, T, max labels), a [CLS] head's row reads position 0 and an every-position head's row (<see cref="EveryToken"/>)
+/// all of its positions. The rest of each row is −∞ (so softmax and argmax over a whole row see only its own labels).
+/// Rows without an adapter have no head: 0 outputs. The caller owns <paramref name="Logits"/>.
 /// </summary>
-public sealed record RowLogits(Tensor Logits, int[] Outputs);
+public sealed record RowLogits(Tensor Logits, int[] Outputs, bool[] EveryToken)
+{
+    /// <summary>
+    /// Each row's outputs on the host, as <c>Trainer.Predict</c> gives them: a [CLS] head's labels, or an every-position
+    /// head's first <paramref name="lengths"/>[i] positions' labels one after another.
+    /// </summary>
+    public float[][] ToArrays(IReadOnlyList<int> lengths)
+    {
+        using var host = Logits.to_type(ScalarType.Float32).cpu();
+        var values = host.data<float>().ToArray();
+        long rows = host.shape[0], width = host.shape[^1], time = host.dim() == 3 ? host.shape[1] : 1;
+        var result = new float[rows][];
+        for (int b = 0; b < rows; b++)
+        {
+            int start = (int)(b * time * width), count = Outputs[b];
+            if (!EveryToken[b])
+            {
+                result[b] = values.AsSpan(start, count).ToArray();
+                continue;
+            }
+            result[b] = new float[lengths[b] * count];
+            for (int t = 0; t < lengths[b]; t++)
+                values.AsSpan(start + (int)(t * width), count).CopyTo(result[b].AsSpan(t * count));
+        }
+        return result;
+    }
+}

@@ -14,7 +14,8 @@ public sealed class DeviceBatches : IDisposable
     readonly Tensor ids;      // (N, Lmax)
     readonly Tensor types;    // (N, Lmax)
     readonly Tensor lengths;  // (N)
-    readonly Tensor labels;   // (N) int64
+    readonly Tensor labels;   // (N) int64, or (N, Lmax) for token labels
+    readonly bool tokenLabels;
     readonly Tensor scores;   // (N) float32
     readonly Tensor positions; // (Lmax)
     readonly int lengthMultiple;
@@ -47,7 +48,16 @@ public sealed class DeviceBatches : IDisposable
         ids = tensor(idValues).view(n, width).to(device).DetachFromDisposeScope();
         types = tensor(typeValues).view(n, width).to(device).DetachFromDisposeScope();
         lengths = tensor(data.Ids.Select(i => (long)i.Length).ToArray()).to(device).DetachFromDisposeScope();
-        labels = tensor(data.Labels).to(device).DetachFromDisposeScope();
+        tokenLabels = data.TokenLabels is not null;
+        if (data.TokenLabels is { } perToken)
+        {
+            var labelValues = new long[n * width];
+            Array.Fill(labelValues, EncodedDataset.Ignored);
+            for (int r = 0; r < n; r++)
+                for (int t = 0; t < perToken[r].Length; t++) labelValues[r * width + t] = perToken[r][t];
+            labels = tensor(labelValues).view(n, width).to(device).DetachFromDisposeScope();
+        }
+        else labels = tensor(data.Labels).to(device).DetachFromDisposeScope();
         scores = tensor(data.Scores).to(device).DetachFromDisposeScope();
         positions = arange(width, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
     }
@@ -75,7 +85,7 @@ public sealed class DeviceBatches : IDisposable
 
     /// <summary>
     /// Batch <paramref name="batch"/> of the plan, cut to its longest row: ids and token types (B, T), and the
-    /// attention mask (B, T), or null when no row is padded.
+    /// attention mask (B, T), or null when no row is padded; labels (B), or (B, T) per position (padding ignored).
     /// </summary>
     public (Tensor Ids, Tensor? Mask, Tensor Types, Tensor Labels, Tensor Scores) Get(int batch)
     {
@@ -87,7 +97,8 @@ public sealed class DeviceBatches : IDisposable
         Tensor? mask = lengthMultiple > 1 || data.HasPadding(rows)
             ? positions.narrow(0, 0, time).unsqueeze(0) < lengths.index_select(0, index).unsqueeze(1) // (B, T)
             : null;
-        return (batchIds, mask, batchTypes, labels.index_select(0, index), scores.index_select(0, index));
+        var batchLabels = tokenLabels ? labels.index_select(0, index).narrow(1, 0, time) : labels.index_select(0, index);
+        return (batchIds, mask, batchTypes, batchLabels, scores.index_select(0, index));
     }
 
     int RoundUp(int length) => (length + lengthMultiple - 1) / lengthMultiple * lengthMultiple;

@@ -5,21 +5,40 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Data;
 
-/// <summary>Tokenized examples with their targets: a label index (classification) or a score (regression).</summary>
+/// <summary>
+/// Tokenized examples with their targets: a label index (classification), a score (regression), or a label per
+/// position (token classification, with each position's word and each sentence's gold tags for scoring).
+/// </summary>
 public sealed class EncodedDataset
 {
-    EncodedDataset(int[][] ids, int[][] types, long[] labels, float[] scores)
+    EncodedDataset(int[][] ids, int[][] types, long[] labels, float[] scores,
+        int[][]? tokenLabels = null, int[][]? wordIds = null, string[][]? tags = null)
     {
         Ids = ids;
         TypeIds = types;
         Labels = labels;
         Scores = scores;
+        TokenLabels = tokenLabels;
+        WordIds = wordIds;
+        Tags = tags;
     }
+
+    /// <summary>The label of a position that takes no part in the loss (PyTorch's cross-entropy ignore index).</summary>
+    public const int Ignored = -100;
 
     public int[][] Ids { get; }
     public int[][] TypeIds { get; }
     public long[] Labels { get; }
     public float[] Scores { get; }
+
+    /// <summary>Token classification: per row, a label index per position, <see cref="Ignored"/> where no loss is taken.</summary>
+    public int[][]? TokenLabels { get; }
+
+    /// <summary>Token classification: per row, each position's word (−1 for [CLS] and [SEP]).</summary>
+    public int[][]? WordIds { get; }
+
+    /// <summary>Token classification: per row, the gold tag of every word of the sentence (also those cut by the maximum length).</summary>
+    public string[][]? Tags { get; }
     public int Count => Ids.Length;
     public long TokenCount => Ids.Sum(i => (long)i.Length);
 
@@ -85,6 +104,67 @@ public sealed class EncodedDataset
             scores.Add(score);
         }
         return new EncodedDataset([.. ids], [.. types], [.. labels], [.. scores]);
+    }
+
+    /// <summary>The head a tagged training set calls for: its distinct tags sorted by name (ordinal).</summary>
+    public static HeadConfig TokenHeadFor(IReadOnlyList<TaggedSentence> training)
+    {
+        var tags = training.SelectMany(s => s.Tags).Distinct().Order(StringComparer.Ordinal).ToArray();
+        if (tags.Length < 2)
+            throw new DataFormatException(
+                $"{(training.Count > 0 ? training[0].Source : "training data")}: needs at least two distinct tags, found {tags.Length}");
+        return HeadConfig.TokenClassification(tags);
+    }
+
+    /// <summary>
+    /// Tokenizes tagged sentences word by word (<see cref="BertTokenizer.EncodeWords"/>) and labels each word's first
+    /// piece with its tag; the other pieces are <see cref="Ignored"/>, or, with <paramref name="labelAllPieces"/>,
+    /// labelled too (with the tag's <c>I-</c> form after a <c>B-</c> first piece, where the head has it). A tag the head
+    /// does not know is an error at file:line, or a skipped sentence when <paramref name="skipBadRows"/> is set.
+    /// </summary>
+    public static EncodedDataset EncodeTagged(IReadOnlyList<TaggedSentence> sentences, BertTokenizer tokenizer, HeadConfig head,
+        int maxLength, bool labelAllPieces, bool skipBadRows, out int skipped)
+    {
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < head.Labels.Length; i++) index.TryAdd(head.Labels[i], i);
+        var ids = new List<int[]>(sentences.Count);
+        var types = new List<int[]>(sentences.Count);
+        var tokenLabels = new List<int[]>(sentences.Count);
+        var wordIds = new List<int[]>(sentences.Count);
+        var tags = new List<string[]>(sentences.Count);
+        skipped = 0;
+        foreach (var sentence in sentences)
+        {
+            var unknown = sentence.Tags.Select((tag, k) => (tag, k)).FirstOrDefault(t => !index.ContainsKey(t.tag));
+            if (unknown.tag is not null)
+            {
+                var problem = $"{sentence.Source}:{sentence.Line + unknown.k}: tag '{unknown.tag}' does not occur in the training tags ({string.Join(", ", head.Labels)})";
+                if (!skipBadRows) throw new DataFormatException(problem);
+                skipped++;
+                continue;
+            }
+            var encoding = tokenizer.EncodeWords(sentence.Tokens, maxLength);
+            var labels = new int[encoding.Length];
+            Array.Fill(labels, Ignored);
+            var words = encoding.WordIds!;
+            for (int position = 0; position < words.Length; position++)
+            {
+                int word = words[position];
+                if (word < 0) continue;
+                var tag = sentence.Tags[word];
+                bool first = position == 0 || words[position - 1] != word;
+                if (first) labels[position] = index[tag];
+                else if (labelAllPieces)
+                    labels[position] = tag.StartsWith("B-", StringComparison.Ordinal) && index.TryGetValue("I-" + tag[2..], out int inside)
+                        ? inside : index[tag];
+            }
+            ids.Add(encoding.InputIds);
+            types.Add(encoding.TokenTypeIds);
+            tokenLabels.Add(labels);
+            wordIds.Add(words);
+            tags.Add(sentence.Tags);
+        }
+        return new EncodedDataset([.. ids], [.. types], new long[ids.Count], new float[ids.Count], [.. tokenLabels], [.. wordIds], [.. tags]);
     }
 
     /// <summary>Inputs without labels (prediction).</summary>

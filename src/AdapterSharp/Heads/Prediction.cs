@@ -1,6 +1,9 @@
 namespace AdapterSharp.Heads;
 
-/// <summary>One input's answer: the label and its probabilities, or the score.</summary>
+/// <summary>
+/// One input's answer: the label and its probabilities (classification), the score (regression), or the entities
+/// found (token classification).
+/// </summary>
 public sealed record Prediction
 {
     /// <summary>Set when a request mixes adapters.</summary>
@@ -9,19 +12,25 @@ public sealed record Prediction
     public IReadOnlyDictionary<string, double>? Probabilities { get; init; }
     public float? Score { get; init; }
 
-    /// <summary>A head's raw outputs as an answer: softmax over the labels, or the regression score.</summary>
-    public static Prediction From(HeadConfig head, float[] outputs)
+    /// <summary>Token classification: the chunks of the predicted tags, in text order.</summary>
+    public IReadOnlyList<Entity>? Entities { get; init; }
+
+    /// <summary>
+    /// A head's raw outputs as an answer (see <see cref="HeadKind.Decode"/>): softmax over the labels, the regression
+    /// score, or the entities, for which <paramref name="input"/> must hold the encoding with offsets.
+    /// </summary>
+    public static Prediction From(HeadConfig head, float[] outputs, DecodeInput? input = null) => HeadKind.For(head).Decode(head, outputs, input);
+
+    internal static void RequireFinite(float[] outputs)
     {
-        if (outputs.Any(o => !float.IsFinite(o)))
-            throw new InvalidDataException("the model produced a non-finite output (a broken adapter or base?)");
-        if (head.IsRegression) return new Prediction { Score = outputs[0] };
-        int best = Array.IndexOf(outputs, outputs.Max());
-        var exp = outputs.Select(o => Math.Exp(o - outputs[best])).ToArray(); // softmax, shifted for range
-        double sum = exp.Sum();
-        return new Prediction
-        {
-            Label = head.Labels[best],
-            Probabilities = head.Labels.Select((label, k) => (label, k)).ToDictionary(p => p.label, p => Math.Round(exp[p.k] / sum, 6)),
-        };
+        foreach (var o in outputs)
+            if (!float.IsFinite(o))
+                throw new InvalidDataException("the model produced a non-finite output (a broken adapter or base?)");
     }
 }
+
+/// <summary>
+/// A named entity: its type, its text as written in the input, where it is (<see cref="Start"/> to <see cref="End"/>,
+/// UTF-16 units of the input text, end exclusive), and the mean probability of its words' tags.
+/// </summary>
+public sealed record Entity(string Type, string Text, int Start, int End, double Score);

@@ -5,33 +5,35 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Heads;
 
-/// <summary>What a task head predicts: one of named labels, or a single score.</summary>
+/// <summary>What a task head predicts: its kind (<see cref="HeadKind"/>) and, where the kind has them, its labels.</summary>
 public sealed record HeadConfig
 {
-    /// <summary>"classification" or "regression".</summary>
+    /// <summary>The kind's name: "classification", "regression" or "token-classification" (see <see cref="HeadKind.Names"/>).</summary>
     [JsonPropertyName("kind")] public string Kind { get; init; } = "classification";
 
-    /// <summary>Label names in output order (classification only), kept by name as they appear in the data.</summary>
+    /// <summary>Label (or tag) names in output order, kept by name as they appear in the data; none for a regression.</summary>
     [JsonPropertyName("labels")] public string[] Labels { get; init; } = [];
 
     [JsonIgnore] public bool IsRegression => Kind == "regression";
-    [JsonIgnore] public int Outputs => IsRegression ? 1 : Labels.Length;
+    [JsonIgnore] public int Outputs => HeadKind.For(this).Outputs(this);
 
     public static HeadConfig Classification(IEnumerable<string> labels) => new() { Kind = "classification", Labels = labels.ToArray() };
     public static HeadConfig Regression() => new() { Kind = "regression" };
+    public static HeadConfig TokenClassification(IEnumerable<string> tags) => new() { Kind = "token-classification", Labels = tags.ToArray() };
 
     public void Validate()
     {
-        if (Kind is not ("classification" or "regression"))
-            throw new ArgumentException($"head: kind '{Kind}' is not 'classification' or 'regression'");
-        if (!IsRegression && Labels.Length < 2)
-            throw new ArgumentException($"head: classification needs at least 2 labels, got {Labels.Length}");
+        if (Labels is null) throw new ArgumentException("head: labels is null");
+        HeadKind.For(this).Validate(this);
         if (Labels.Distinct().Count() != Labels.Length)
             throw new ArgumentException("head: label names repeat");
     }
 }
 
-/// <summary>The [CLS] vector of the last layer → dropout → linear: one logit per label, or one score.</summary>
+/// <summary>
+/// The last layer → dropout → linear: from the [CLS] vector one logit per label or one score, or from every position
+/// one logit per tag (as the kind reads, <see cref="HeadKind.Reads"/>).
+/// </summary>
 public sealed class PredictionHead : nn.Module<Tensor, Tensor>
 {
     readonly Dropout dropout;
@@ -48,10 +50,16 @@ public sealed class PredictionHead : nn.Module<Tensor, Tensor>
 
     public HeadConfig Config { get; }
 
-    /// <param name="lastHidden">(B, T, d).</param>
-    /// <returns>(B, labels) logits, or (B, 1) scores.</returns>
     /// <summary>The classifier's weight (outputs, d) and bias (outputs), for stacking heads of a mixed batch.</summary>
     internal (Tensor Weight, Tensor Bias) Classifier => (classifier.weight!, classifier.bias!);
 
-    public override Tensor forward(Tensor lastHidden) => classifier.call(dropout.call(lastHidden[.., 0]));
+    /// <param name="lastHidden">(B, T, d).</param>
+    /// <returns>(B, labels) logits or (B, 1) scores from [CLS]; (B, T, tags) logits from every position.</returns>
+
+    /// <summary>What the kind reads (cached: forward runs in every step).</summary>
+    HeadInput Reads => reads ??= HeadKind.For(Config).Reads;
+    HeadInput? reads;
+
+    public override Tensor forward(Tensor lastHidden) =>
+        classifier.call(dropout.call(Reads == HeadInput.Cls ? lastHidden[.., 0] : lastHidden));
 }

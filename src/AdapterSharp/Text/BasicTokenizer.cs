@@ -14,13 +14,22 @@ internal sealed class BasicTokenizer(bool lowerCase, bool stripAccents, bool tok
     public bool LowerCase { get; } = lowerCase;
     public bool StripAccents { get; } = stripAccents;
 
-    public string Normalize(ReadOnlySpan<char> text)
+    public string Normalize(ReadOnlySpan<char> text) => Normalize(text, null);
+
+    /// <summary>
+    /// <see cref="Normalize(ReadOnlySpan{char})"/>, and where each UTF-16 unit of the result came from: the range of
+    /// <paramref name="text"/> (UTF-16 units) of the character it was made from, as HF tokenizers' alignments say
+    /// (a lowercased or accent-stripped character keeps its source's range; a character made two keeps it twice).
+    /// </summary>
+    public string Normalize(ReadOnlySpan<char> text, List<(int Start, int End)>? alignment)
     {
         var codePoints = new List<int>(text.Length + 8);
+        var sources = alignment is null ? null : new List<(int, int)>(text.Length + 8);
         for (int i = 0; i < text.Length;)
         {
             // A lone surrogate cannot occur in Rust or Python text; it is dropped like the other category-C characters.
             var status = Rune.DecodeFromUtf16(text[i..], out var rune, out int consumed);
+            var source = (i, i + consumed);
             i += consumed;
             if (status != OperationStatus.Done) continue;
             int c = rune.Value;
@@ -36,11 +45,14 @@ internal sealed class BasicTokenizer(bool lowerCase, bool stripAccents, bool tok
             if (StripAccents) UnicodeNormalization.AppendDecomposed(c, codePoints);
             else codePoints.Add(c);
             if (spaced) codePoints.Add(' ');
+            while (sources is not null && sources.Count < codePoints.Count) sources.Add(source);
         }
 
         var result = new StringBuilder(codePoints.Count);
-        foreach (int c in codePoints)
+        for (int k = 0; k < codePoints.Count; k++)
         {
+            int c = codePoints[k];
+            int before = result.Length;
             // Marks are dropped only after the whole text is in canonical order, as NFD-then-filter does.
             if (StripAccents && c >= 0x300 && InRanges(UnicodeTables.NonSpacingMarks, c)) continue;
             if (!LowerCase || c < 'A' || (c > 'Z' && c < 0xC0)) AppendCodePoint(result, c);
@@ -49,6 +61,7 @@ internal sealed class BasicTokenizer(bool lowerCase, bool stripAccents, bool tok
             // (.NET's invariant casing leaves U+0130 alone altogether).
             else if (c == 0x130) result.Append("i\u0307");
             else AppendCodePoint(result, Rune.ToLowerInvariant(new Rune(c)).Value);
+            for (int unit = before; alignment is not null && unit < result.Length; unit++) alignment.Add(sources![k]);
         }
         return result.ToString();
     }

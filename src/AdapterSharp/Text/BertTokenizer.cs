@@ -6,7 +6,18 @@ namespace AdapterSharp.Text;
 
 /// <summary>The model inputs for one text or text pair: <c>[CLS] a [SEP]</c> or <c>[CLS] a [SEP] b [SEP]</c>.</summary>
 /// <param name="TokenTypeIds">0 for the first segment with its [CLS] and [SEP], 1 for the second with its [SEP].</param>
-public sealed record BertEncoding(int[] InputIds, int[] TokenTypeIds, string[] Tokens)
+/// <param name="Offsets">
+/// Per position, the range of the input text it came from, in UTF-16 units (.NET and JavaScript string indices;
+/// HF's <c>return_offsets_mapping</c> counts code points instead, which differ only past U+FFFF); (0, 0) for [CLS]
+/// and [SEP]. For a pair, ranges of the second part index <c>textPair</c>. Null unless asked for.
+/// </param>
+/// <param name="WordIds">
+/// Per position, the word it belongs to (−1 for [CLS] and [SEP]): for text, the words the pre-tokenizer split
+/// (whitespace and punctuation apart, as HF's <c>word_ids()</c>); for words given already split, their index. Null
+/// unless asked for.
+/// </param>
+public sealed record BertEncoding(int[] InputIds, int[] TokenTypeIds, string[] Tokens,
+    (int Start, int End)[]? Offsets = null, int[]? WordIds = null)
 {
     public int Length => InputIds.Length;
 }
@@ -219,7 +230,12 @@ public sealed class BertTokenizer
     public IReadOnlyList<string> Tokenize(string text) => Array.ConvertAll(TokenizeToIds(text), IdToToken);
 
     /// <summary>The text's token ids without [CLS]/[SEP].</summary>
-    public int[] TokenizeToIds(string text) => PieceIds(text).ToArray();
+    public int[] TokenizeToIds(string text)
+    {
+        var pieces = new Pieces(withOffsets: false);
+        AppendPieces(text, pieces);
+        return [.. pieces.Ids];
+    }
 
     /// <summary>
     /// <c>[CLS] text [SEP]</c>, or <c>[CLS] text [SEP] textPair [SEP]</c>. An empty <paramref name="textPair"/> counts as
@@ -231,31 +247,108 @@ public sealed class BertTokenizer
     /// nothing is cut beyond the per-text early stop and the result is longer than <paramref name="maxLength"/>; this
     /// method returns the same.
     /// </remarks>
-    public BertEncoding Encode(string text, string? textPair = null, int? maxLength = null)
+    public BertEncoding Encode(string text, string? textPair = null, int? maxLength = null) =>
+        Encode(text, textPair, maxLength, withOffsets: false);
+
+    /// <summary>
+    /// <see cref="Encode(string, string?, int?)"/> with <see cref="BertEncoding.Offsets"/> and
+    /// <see cref="BertEncoding.WordIds"/>: where each piece is in the text, and which word it belongs to.
+    /// </summary>
+    public BertEncoding EncodeWithOffsets(string text, string? textPair = null, int? maxLength = null) =>
+        Encode(text, textPair, maxLength, withOffsets: true);
+
+    BertEncoding Encode(string text, string? textPair, int? maxLength, bool withOffsets)
     {
         if (maxLength < 0) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "must not be negative");
         bool isPair = !string.IsNullOrEmpty(textPair);
-        var first = PieceIds(text, maxLength);
-        var second = isPair ? PieceIds(textPair!, maxLength) : null;
+        var first = new Pieces(withOffsets);
+        AppendPieces(text, first, maxLength);
+        Pieces? second = null;
+        if (isPair)
+        {
+            second = new Pieces(withOffsets);
+            AppendPieces(textPair!, second, maxLength);
+        }
 
         int room = (maxLength ?? int.MaxValue) - (isPair ? 3 : 2);
-        if (maxLength is not null && room >= 0) Truncate(first, second, room);
+        if (maxLength is not null && room >= 0)
+        {
+            var (keepFirst, keepSecond) = Truncate(first.Ids.Count, second?.Ids.Count, room);
+            first.Cut(keepFirst);
+            second?.Cut(keepSecond);
+        }
+        return Assemble(first, second);
+    }
 
-        int length = 2 + first.Count + (second is null ? 0 : second.Count + 1);
+    /// <summary>
+    /// Words already split (a CoNLL sentence): <c>[CLS]</c>, each word's pieces, <c>[SEP]</c>, cut to
+    /// <paramref name="maxLength"/> positions, with <see cref="BertEncoding.WordIds"/> giving each piece's word index and
+    /// <see cref="BertEncoding.Offsets"/> its range within that word. As transformers with <c>is_split_into_words</c>: a
+    /// word is still split at punctuation inside it ("U.S." is four pieces of one word).
+    /// </summary>
+    public BertEncoding EncodeWords(IReadOnlyList<string> words, int? maxLength = null)
+    {
+        if (maxLength < 0) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "must not be negative");
+        var pieces = new Pieces(withOffsets: true);
+        for (int w = 0; w < words.Count; w++)
+        {
+            int before = pieces.Ids.Count;
+            AppendPieces(words[w], pieces, limit: null);
+            for (int k = before; k < pieces.Ids.Count; k++) pieces.Words![k] = w;
+            if (maxLength is { } max && pieces.Ids.Count >= max - 2) break;
+        }
+        if (maxLength is { } limit && limit >= 2 && pieces.Ids.Count > limit - 2) pieces.Cut(limit - 2);
+        return Assemble(pieces, null);
+    }
+
+    BertEncoding Assemble(Pieces first, Pieces? second)
+    {
+        int length = 2 + first.Ids.Count + (second is null ? 0 : second.Ids.Count + 1);
         var inputIds = new int[length];
         var typeIds = new int[length];
+        bool withOffsets = first.Offsets is not null;
+        var offsets = withOffsets ? new (int, int)[length] : null;
+        var wordIds = withOffsets ? new int[length] : null;
+        wordIds?.AsSpan().Fill(-1);
         int i = 0;
         inputIds[i++] = ClsId;
-        foreach (int id in first) inputIds[i++] = id;
+        void Copy(Pieces pieces)
+        {
+            for (int k = 0; k < pieces.Ids.Count; k++, i++)
+            {
+                inputIds[i] = pieces.Ids[k];
+                if (!withOffsets) continue;
+                offsets![i] = pieces.Offsets![k];
+                wordIds![i] = pieces.Words![k];
+            }
+        }
+        Copy(first);
         inputIds[i++] = SepId;
         if (second is not null)
         {
             int secondStart = i;
-            foreach (int id in second) inputIds[i++] = id;
+            Copy(second);
             inputIds[i++] = SepId;
             typeIds.AsSpan(secondStart).Fill(1);
         }
-        return new BertEncoding(inputIds, typeIds, Array.ConvertAll(inputIds, IdToToken));
+        return new BertEncoding(inputIds, typeIds, Array.ConvertAll(inputIds, IdToToken), offsets, wordIds);
+    }
+
+    /// <summary>A text's pieces: ids, and with offsets also each piece's range in the text and its word's index.</summary>
+    sealed class Pieces(bool withOffsets)
+    {
+        public readonly List<int> Ids = [];
+        public readonly List<(int Start, int End)>? Offsets = withOffsets ? [] : null;
+        public readonly List<int>? Words = withOffsets ? [] : null;
+        public int WordCount;
+
+        public void Cut(int keep)
+        {
+            if (Ids.Count <= keep) return;
+            Ids.RemoveRange(keep, Ids.Count - keep);
+            Offsets?.RemoveRange(keep, Offsets.Count - keep);
+            Words?.RemoveRange(keep, Words.Count - keep);
+        }
     }
 
     public string IdToToken(int id) =>
@@ -270,21 +363,21 @@ public sealed class BertTokenizer
     /// not stop it. Truncation proper comes later; this early stop matters only because it changes which of a pair
     /// is the longer.
     /// </summary>
-    List<int> PieceIds(string text, int? limit = null)
+    void AppendPieces(string text, Pieces pieces, int? limit = null)
     {
-        var ids = new List<int>(text.Length / 3 + 4);
         var words = new List<Range>();
         int segmentStart = 0;
         for (int i = 0; i < text.Length; i++)
         {
             if (!TryMatchSpecial(text, i, out var special)) continue;
-            if (!AppendSegment(text.AsSpan(segmentStart, i - segmentStart), ids, words, limit)) return ids;
-            ids.Add(special.Id);
+            if (!AppendSegment(text, segmentStart, i - segmentStart, pieces, words, limit)) return;
+            pieces.Ids.Add(special.Id);
+            pieces.Offsets?.Add((i, i + special.Token.Length));
+            pieces.Words?.Add(pieces.WordCount++);
             i += special.Token.Length - 1;
             segmentStart = i + 1;
         }
-        AppendSegment(text.AsSpan(segmentStart), ids, words, limit);
-        return ids;
+        AppendSegment(text, segmentStart, text.Length - segmentStart, pieces, words, limit);
     }
 
     bool TryMatchSpecial(string text, int index, out (string Token, int Id) match)
@@ -301,17 +394,33 @@ public sealed class BertTokenizer
         return false;
     }
 
-    /// <summary>Appends the segment's piece ids; false once the limit is reached.</summary>
-    bool AppendSegment(ReadOnlySpan<char> segment, List<int> ids, List<Range> words, int? limit)
+    /// <summary>Appends the pieces of <c>text[start..start+length]</c>; false once the limit is reached.</summary>
+    bool AppendSegment(string text, int start, int length, Pieces pieces, List<Range> words, int? limit)
     {
-        if (segment.IsEmpty) return true;
-        string normalized = _basic.Normalize(segment);
+        if (length == 0) return true;
+        var alignment = pieces.Offsets is null ? null : new List<(int Start, int End)>(length + 8);
+        string normalized = _basic.Normalize(text.AsSpan(start, length), alignment);
         words.Clear();
         BasicTokenizer.SplitWords(normalized, words);
+        var ends = alignment is null ? null : new List<int>();
         foreach (var word in words)
         {
-            _wordPiece.Tokenize(normalized.AsSpan()[word], ids);
-            if (ids.Count >= limit) return false;
+            int before = pieces.Ids.Count;
+            ends?.Clear();
+            _wordPiece.Tokenize(normalized.AsSpan()[word], pieces.Ids, ends);
+            if (alignment is not null)
+            {
+                int wordStart = word.Start.GetOffset(normalized.Length), pieceStart = wordStart;
+                foreach (int end in ends!)
+                {
+                    // A piece's range: from its first normalised unit's source to its last one's.
+                    pieces.Offsets!.Add((start + alignment[pieceStart].Start, start + alignment[wordStart + end - 1].End));
+                    pieces.Words!.Add(pieces.WordCount);
+                    pieceStart = wordStart + end;
+                }
+                pieces.WordCount++;
+            }
+            if (pieces.Ids.Count >= limit) return false;
         }
         return true;
     }
@@ -322,17 +431,14 @@ public sealed class BertTokenizer
     /// only the longer is cut; otherwise each keeps half the room, the odd place going to the longer (the second
     /// when they are equally long).
     /// </summary>
-    static void Truncate(List<int> first, List<int>? second, int room)
+    /// <returns>How many pieces of each text to keep.</returns>
+    static (int First, int Second) Truncate(int first, int? secondCount, int room)
     {
-        if (second is null)
-        {
-            if (first.Count > room) first.RemoveRange(room, first.Count - room);
-            return;
-        }
-        if (first.Count + second.Count <= room) return;
+        if (secondCount is not int second) return (Math.Min(first, room), 0);
+        if (first + second <= room) return (first, second);
 
-        bool firstIsShorter = first.Count <= second.Count;
-        int keepShorter = Math.Min(first.Count, second.Count);
+        bool firstIsShorter = first <= second;
+        int keepShorter = Math.Min(first, second);
         int keepLonger = keepShorter > room ? keepShorter : Math.Max(keepShorter, room - keepShorter);
         if (keepShorter + keepLonger > room)
         {
@@ -340,7 +446,6 @@ public sealed class BertTokenizer
             keepLonger = keepShorter + room % 2;
         }
         var (keepFirst, keepSecond) = firstIsShorter ? (keepShorter, keepLonger) : (keepLonger, keepShorter);
-        if (first.Count > keepFirst) first.RemoveRange(keepFirst, first.Count - keepFirst);
-        if (second.Count > keepSecond) second.RemoveRange(keepSecond, second.Count - keepSecond);
+        return (Math.Min(first, keepFirst), Math.Min(second, keepSecond));
     }
 }

@@ -25,15 +25,20 @@ internal sealed class WordPiece
 
     public bool TryGetId(ReadOnlySpan<char> token, out int id) => _lookup.TryGetValue(token, out id);
 
-    /// <summary>Appends the ids of <paramref name="word"/>'s pieces to <paramref name="ids"/>.</summary>
-    public void Tokenize(ReadOnlySpan<char> word, List<int> ids)
+    /// <summary>
+    /// Appends the ids of <paramref name="word"/>'s pieces to <paramref name="ids"/>, and, when <paramref name="ends"/> is
+    /// given, where each piece ends in the word (UTF-16 units; the unknown token spans the whole word).
+    /// </summary>
+    public void Tokenize(ReadOnlySpan<char> word, List<int> ids, List<int>? ends = null)
     {
         // The limit counts Unicode scalar values (Rust's chars().count()), not UTF-16 units.
         if (word.Length > MaxInputCharsPerWord && CountCodePoints(word) > MaxInputCharsPerWord)
         {
             ids.Add(_unkId);
+            ends?.Add(word.Length);
             return;
         }
+        int firstEnd = ends?.Count ?? 0;
 
         int firstPiece = ids.Count;
         // Continuation candidates are looked up as prefix + rest-of-word, built once per start position.
@@ -66,9 +71,15 @@ internal sealed class WordPiece
             {
                 ids.RemoveRange(firstPiece, ids.Count - firstPiece);
                 ids.Add(_unkId);
+                if (ends is not null)
+                {
+                    ends.RemoveRange(firstEnd, ends.Count - firstEnd);
+                    ends.Add(word.Length);
+                }
                 return;
             }
             ids.Add(id);
+            ends?.Add(end);
             start = end;
         }
     }

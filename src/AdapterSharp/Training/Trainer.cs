@@ -5,7 +5,6 @@ using AdapterSharp.Heads;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace AdapterSharp.Training;
 
@@ -217,6 +216,7 @@ public sealed class Trainer
         public readonly int Index = index;
         public readonly TrainingTask Task = task;
         public readonly HeadConfig Head = head;
+        public readonly HeadKind Kind = HeadKind.For(head);
         public readonly FlatAdamW Optimizer = optimizer;
         public readonly DeviceBatches OnDevice = onDevice;
         public readonly long StepsPerEpoch = stepsPerEpoch;
@@ -352,9 +352,7 @@ public sealed class Trainer
             using var scope = NewDisposeScope();
             using var pass = model.NewPass();
             var logits = model.Logits(ids, mask, types, pass).to_type(ScalarType.Float32);
-            var loss = run.Head.IsRegression
-                ? F.mse_loss(logits[.., 0], scores)
-                : F.cross_entropy(logits, labels);
+            var loss = run.Kind.Loss(logits, labels, scores);
             // What adapters add to the objective (a size penalty, say) trains them but is not the task's loss.
             var objective = pass.AuxiliaryLoss() is { } auxiliary ? loss + auxiliary : loss;
             (group > 1 ? objective / group : objective).backward();
@@ -493,33 +491,7 @@ public sealed class Trainer
         var adapter = model.Composition?.Head ?? model.Active;
         if (adapter is not null) model.ResetStatistics(adapter);
         var outputs = Predict(model, data, batchSize, device);
-        var result = new Dictionary<string, double>();
-        if (head.IsRegression)
-        {
-            var predicted = outputs.Select(o => (double)o[0]).ToList();
-            var gold = data.Scores.Select(s => (double)s).ToList();
-            foreach (var metric in metrics)
-                result[metric] = metric switch
-                {
-                    "pearson" => Metrics.Pearson(predicted, gold),
-                    "spearman" => Metrics.Spearman(predicted, gold),
-                    _ => throw new ArgumentException($"metric '{metric}' does not apply to regression"),
-                };
-        }
-        else
-        {
-            var predicted = outputs.Select(ArgMax).ToList();
-            var gold = data.Labels.Select(l => (int)l).ToList();
-            int positive = Array.IndexOf(head.Labels, "1") is var p and >= 0 ? p : 1;
-            foreach (var metric in metrics)
-                result[metric] = metric switch
-                {
-                    "accuracy" => Metrics.Accuracy(predicted, gold),
-                    "f1" => Metrics.F1(predicted, gold, positive),
-                    "mcc" => Metrics.Matthews(predicted, gold, positive),
-                    _ => throw new ArgumentException($"metric '{metric}' does not apply to classification"),
-                };
-        }
+        var result = HeadKind.For(head).Score(head, data, outputs, metrics);
         // After the task's metrics, which come first in logs and reports.
         if (adapter is not null)
             foreach (var (figure, value) in model.Statistics(adapter))
@@ -527,7 +499,10 @@ public sealed class Trainer
         return result;
     }
 
-    /// <summary>The head's raw outputs for every row, in input order: logits per label, or the score.</summary>
+    /// <summary>
+    /// The head's raw outputs for every row, in input order: logits per label, or the score; for a head that reads
+    /// every position, the row's positions' logits one after another (its own length × tags, no padding).
+    /// </summary>
     public static float[][] Predict(AdapterModel model, EncodedDataset data, int batchSize, Device device)
     {
         bool wasTraining = model.training;
@@ -546,21 +521,30 @@ public sealed class Trainer
                 var (ids, mask, types, _, _) = onDevice.Get(b);
                 perBatch.Add(model.Logits(ids, mask, types).to_type(ScalarType.Float32).MoveToOuterDisposeScope());
             }
-            var all = cat(perBatch, 0).cpu(); // (N, outputs) in batch order
-            var values = all.data<float>().ToArray();
-            int width = (int)all.shape[1], position = 0;
-            for (int b = 0; b < onDevice.Count; b++)
-                foreach (var row in onDevice.Rows(b))
-                    outputs[row] = values.AsSpan(position++ * width, width).ToArray();
+            if (perBatch.Count > 0 && perBatch[0].dim() == 3)
+            {
+                // (B, T, tags) per batch, T the batch's own: each row keeps its own positions.
+                for (int b = 0; b < onDevice.Count; b++)
+                {
+                    var batch = perBatch[b].cpu();
+                    var values = batch.data<float>().ToArray();
+                    long time = batch.shape[1], width = batch.shape[2];
+                    var rows = onDevice.Rows(b);
+                    for (int k = 0; k < rows.Length; k++)
+                        outputs[rows[k]] = values.AsSpan((int)(k * time * width), data.Ids[rows[k]].Length * (int)width).ToArray();
+                }
+            }
+            else if (perBatch.Count > 0)
+            {
+                var all = cat(perBatch, 0).cpu(); // (N, outputs) in batch order
+                var values = all.data<float>().ToArray();
+                int width = (int)all.shape[1], position = 0;
+                for (int b = 0; b < onDevice.Count; b++)
+                    foreach (var row in onDevice.Rows(b))
+                        outputs[row] = values.AsSpan(position++ * width, width).ToArray();
+            }
         }
         if (wasTraining) model.train();
         return outputs;
-    }
-
-    static int ArgMax(float[] values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
     }
 }

@@ -23,6 +23,15 @@ public sealed record DataRequest
     public string? LabelColumn { get; init; }
     public bool Regression { get; init; }
     public bool SkipBadRows { get; init; }
+
+    /// <summary>The head's kind for <see cref="TrainFile"/>/<see cref="DevFile"/> (null: classification, or regression with <see cref="Regression"/>).</summary>
+    public string? Head { get; init; }
+
+    /// <summary>Token classification: label every piece of a word, not only its first.</summary>
+    public bool LabelAllPieces { get; init; }
+
+    /// <summary>Which split of a task evaluates: dev, or test where the task's test set has labels (CoNLL-2003).</summary>
+    public string EvalSplit { get; init; } = "dev";
 }
 
 /// <summary>Everything <c>adaptersharp train</c> needs, as one record.</summary>
@@ -66,9 +75,17 @@ public sealed record TrainRequest
     public IReadOnlyList<DataRequest> Tasks { get; init; } = [];
 }
 
-/// <summary>A labelled data set ready for training: examples, task metadata and what was skipped.</summary>
+/// <summary>
+/// A labelled data set ready for training: examples (or tagged sentences, for token classification), task metadata and
+/// what was skipped.
+/// </summary>
 public sealed record TaskData(
-    string TaskName, IReadOnlyList<Example> Train, IReadOnlyList<Example> Dev, bool Regression, string[] Metrics, int Skipped, string? FirstSkip);
+    string TaskName, IReadOnlyList<Example> Train, IReadOnlyList<Example> Dev, bool Regression, string[] Metrics, int Skipped, string? FirstSkip)
+{
+    public IReadOnlyList<TaggedSentence>? TaggedTrain { get; init; }
+    public IReadOnlyList<TaggedSentence>? TaggedDev { get; init; }
+    public bool LabelAllPieces { get; init; }
+}
 
 public sealed record TrainingSummary(string RunDir, string AdapterDir, TrainResult Result, long TrainableParameters, long TotalParameters);
 
@@ -85,6 +102,12 @@ public static class TrainingJob
 {
     public static TaskData LoadData(DataRequest request)
     {
+        if (request.Head is not null) HeadKind.For(request.Head);
+        if (request.Regression && request.Head is not null and not "regression")
+            throw new ArgumentException($"--regression and --head {request.Head} exclude each other");
+        if (request.Head == "token-classification" || (request.TrainFile is null && request.Task is { } name && TaggingTasks.Find(name) is not null))
+            return LoadTagged(request);
+        if (request.EvalSplit != "dev") throw new ArgumentException($"--eval-split {request.EvalSplit}: GLUE's test sets have no labels; only dev");
         if (request.TrainFile is not null || request.DevFile is not null)
         {
             if (request.TrainFile is null || request.DevFile is null)
@@ -94,9 +117,10 @@ public static class TrainingJob
             var columns = new ColumnSpec(request.TextColumn, request.TextPairColumn, request.LabelColumn);
             var train = DataReader.Read(request.TrainFile, columns, request.SkipBadRows);
             var dev = DataReader.Read(request.DevFile, columns, request.SkipBadRows);
-            string[] metrics = request.Regression ? ["pearson", "spearman"] : ["accuracy"];
+            bool regression = request.Regression || request.Head == "regression";
+            string[] metrics = HeadKind.For(regression ? "regression" : "classification").DefaultMetrics;
             return new TaskData(request.Task ?? Path.GetFileNameWithoutExtension(request.TrainFile), train.Examples, dev.Examples,
-                request.Regression, metrics, train.Skipped + dev.Skipped, train.FirstSkipReason ?? dev.FirstSkipReason);
+                regression, metrics, train.Skipped + dev.Skipped, train.FirstSkipReason ?? dev.FirstSkipReason);
         }
         var task = GlueTasks.Get(request.Task ?? "sst2");
         var dir = request.DataDir ?? GlueTasks.DefaultDirectory(task);
@@ -105,6 +129,39 @@ public static class TrainingJob
         var devData = GlueTasks.Read(task, Path.Combine(dir, task.DevFile), request.SkipBadRows);
         return new TaskData(task.Name, trainData.Examples, devData.Examples, task.IsRegression, task.Metrics,
             trainData.Skipped + devData.Skipped, trainData.FirstSkipReason ?? devData.FirstSkipReason);
+    }
+
+    /// <summary>Token classification: a tagging task's files, or --train/--dev in the CoNLL format or JSONL.</summary>
+    static TaskData LoadTagged(DataRequest request)
+    {
+        LoadedTaggedData train, dev;
+        string taskName;
+        string[] metrics = HeadKind.For("token-classification").DefaultMetrics;
+        if (request.TrainFile is not null || request.DevFile is not null)
+        {
+            if (request.TrainFile is null || request.DevFile is null)
+                throw new ArgumentException("--train and --dev go together");
+            if (request.TextPairColumn is not null) throw new ArgumentException("--text-pair-column does not apply to token classification");
+            train = TaggedDataReader.Read(request.TrainFile, request.SkipBadRows, request.TextColumn ?? "tokens", request.LabelColumn ?? "tags");
+            dev = TaggedDataReader.Read(request.DevFile, request.SkipBadRows, request.TextColumn ?? "tokens", request.LabelColumn ?? "tags");
+            taskName = request.Task ?? Path.GetFileNameWithoutExtension(request.TrainFile);
+        }
+        else
+        {
+            var task = TaggingTasks.Find(request.Task!) ?? throw new ArgumentException($"--task {request.Task} is not a token-classification task");
+            var dir = request.DataDir ?? TaggingTasks.DefaultDirectory(task);
+            if (!Directory.Exists(dir)) throw new DataFormatException($"{dir}: data folder not found");
+            train = TaggedDataReader.Read(Path.Combine(dir, task.TrainFile), request.SkipBadRows);
+            dev = TaggedDataReader.Read(Path.Combine(dir, task.EvalFile(request.EvalSplit)), request.SkipBadRows);
+            taskName = task.Name;
+            metrics = task.Metrics;
+        }
+        return new TaskData(taskName, [], [], false, metrics, train.Skipped + dev.Skipped, train.FirstSkipReason ?? dev.FirstSkipReason)
+        {
+            TaggedTrain = train.Sentences,
+            TaggedDev = dev.Sentences,
+            LabelAllPieces = request.LabelAllPieces,
+        };
     }
 
     /// <summary>
@@ -316,13 +373,36 @@ public static class TrainingJob
             log?.Invoke($"{data.TaskName}: skipped {data.Skipped} bad rows (first: {data.FirstSkip})");
         if (request.MaxLength > encoder.Config.MaxPositionEmbeddings)
             throw new ArgumentException($"--max-length {request.MaxLength} exceeds the model's {encoder.Config.MaxPositionEmbeddings} positions");
-        var head = EncodedDataset.HeadFor(data.Train, data.Regression);
-        var train = EncodedDataset.Encode(data.Train, encoder.Tokenizer, head, request.MaxLength, skipBad, out int skippedTrain);
-        var dev = EncodedDataset.Encode(data.Dev, encoder.Tokenizer, head, request.MaxLength, skipBad, out int skippedDev);
+        HeadConfig head;
+        EncodedDataset train, dev;
+        int skippedTrain, skippedDev;
+        if (data.TaggedTrain is { } taggedTrain)
+        {
+            head = EncodedDataset.TokenHeadFor(taggedTrain);
+            train = EncodedDataset.EncodeTagged(taggedTrain, encoder.Tokenizer, head, request.MaxLength, data.LabelAllPieces, skipBad, out skippedTrain);
+            dev = EncodedDataset.EncodeTagged(data.TaggedDev!, encoder.Tokenizer, head, request.MaxLength, data.LabelAllPieces, skipBad, out skippedDev);
+            int cut = CutWords(dev);
+            if (cut > 0) log?.Invoke($"{data.TaskName}: {cut} evaluation words lie beyond --max-length {request.MaxLength}; they count as predicted '{TokenClassificationHead.Outside}'");
+        }
+        else
+        {
+            head = EncodedDataset.HeadFor(data.Train, data.Regression);
+            train = EncodedDataset.Encode(data.Train, encoder.Tokenizer, head, request.MaxLength, skipBad, out skippedTrain);
+            dev = EncodedDataset.Encode(data.Dev, encoder.Tokenizer, head, request.MaxLength, skipBad, out skippedDev);
+        }
         if (skippedTrain + skippedDev > 0) log?.Invoke($"{data.TaskName}: skipped {skippedTrain + skippedDev} rows with unusable labels");
-        log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation examples, " +
-                    (head.IsRegression ? "regression" : $"labels {string.Join(", ", head.Labels)}"));
+        log?.Invoke($"{data.TaskName}: {train.Count} training and {dev.Count} evaluation {(data.TaggedTrain is null ? "examples" : "sentences")}, " +
+                    (head.IsRegression ? "regression" : $"{(data.TaggedTrain is null ? "labels" : "tags")} {string.Join(", ", head.Labels)}"));
         return new EncodedTask(head, train, dev);
+    }
+
+    /// <summary>Words of a tagged data set that got no piece (cut by the maximum length).</summary>
+    static int CutWords(EncodedDataset data)
+    {
+        int cut = 0;
+        for (int row = 0; row < data.Count; row++)
+            cut += data.Tags![row].Length - (data.WordIds![row].Where(w => w >= 0).DefaultIfEmpty(-1).Max() + 1);
+        return cut;
     }
 
     static void SaveAdapter(string dir, AdapterModel model, string name, TrainRequest request, HeadConfig head,

@@ -1,0 +1,30 @@
+"""Writes HF tokenizers' offsets for every text of ../shared/fixtures/tokenizer/bert_uncased_cases.jsonl (and text
+pairs made from them), for TokenizerOffsetTests: the reference our EncodeWithOffsets must equal.
+
+    python3 scripts/hf_offsets_fixture.py VOCAB_TXT CASES_JSONL OUT_JSONL
+
+Runs where transformers is installed (the GPU host). Offsets are HF's: code points of the Python string."""
+import json
+import sys
+
+from transformers import BertTokenizerFast
+
+vocab, cases, out = sys.argv[1:4]
+tokenizer = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+texts = []
+for line in open(cases, encoding="utf-8"):
+    if line.strip():
+        text = json.loads(line)["text"]
+        if text not in texts:
+            texts.append(text)
+with open(out, "w", encoding="utf-8") as f:
+    for i, text in enumerate(texts):
+        for pair in (None, texts[(i + 1) % len(texts)]):
+            for max_length in (None, 16):
+                enc = tokenizer(text, pair, truncation=max_length is not None, max_length=max_length,
+                                return_offsets_mapping=True)
+                f.write(json.dumps({"text": text, "text_pair": pair, "max_length": max_length,
+                                    "input_ids": enc["input_ids"], "offsets": [list(o) for o in enc["offset_mapping"]],
+                                    "word_ids": [(-1 if w is None else w) for w in enc.word_ids()],
+                                    "transformers": __import__("transformers").__version__}) + "\n")
+print(f"{len(texts)} texts", file=sys.stderr)
