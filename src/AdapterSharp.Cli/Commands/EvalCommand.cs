@@ -27,9 +27,13 @@ static class EvalCommand
         var pairColumn = new Option<string?>("--text-pair-column");
         var labelColumn = new Option<string?>("--label-column");
         var skipBad = new Option<bool>("--skip-bad-rows");
+        var docStride = new Option<int>("--doc-stride")
+        {
+            Description = "Question answering: pieces shared by consecutive windows of a long context.", DefaultValueFactory = _ => 128,
+        };
         var command = new Command("eval", "Score an adapter on labelled data with its task's metrics (prints JSON).")
         {
-            task, evalSplit, data, devFile, textColumn, pairColumn, labelColumn, skipBad,
+            task, evalSplit, data, devFile, textColumn, pairColumn, labelColumn, skipBad, docStride,
         };
         open.AddTo(command);
         command.SetAction(parse => Run.Guarded(parse, () =>
@@ -50,13 +54,17 @@ static class EvalCommand
                 Head = manifest.Head.Kind,
                 SkipBadRows = parse.GetValue(skipBad),
                 EvalSplit = parse.GetValue(evalSplit)!,
+                DocStride = parse.GetValue(docStride),
             };
             if (request.Task is null && request.DevFile is null)
                 throw new UsageException("the adapter records no task: pass --task or --dev with column options");
             var taskData = TrainingJob.LoadData(request);
-            var dev = taskData.TaggedDev is { } tagged
+            int skipped = 0;
+            var dev = taskData.QaDev is { } questions
+                ? EncodedDataset.EncodeQa(questions, loaded.Encoder.Tokenizer, manifest.MaxLength, taskData.DocStride)
+                : taskData.TaggedDev is { } tagged
                 ? EncodedDataset.EncodeTagged(tagged, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength, labelAllPieces: false,
-                    request.SkipBadRows, out int skipped)
+                    request.SkipBadRows, out skipped)
                 : EncodedDataset.Encode(taskData.Dev, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength, request.SkipBadRows, out skipped);
             if (dev.Count == 0) throw new UsageException($"{taskData.TaskName}: no usable evaluation rows");
             var metrics = Trainer.Evaluate(loaded.Model, dev, manifest.Head, taskData.Metrics, batchSize, loaded.Device);

@@ -30,6 +30,11 @@ static class PredictCommand
             using var loaded = open.Open(parse);
             var head = loaded.Manifest.Head;
             var tokenizer = loaded.Encoder.Tokenizer;
+            if (head.Kind == "question-answering")
+            {
+                AnswerQuestions(loaded, inputs, batchSize);
+                return 0;
+            }
             bool offsets = HeadKind.For(head).NeedsOffsets;
             var encodings = inputs.Select(i => offsets
                 ? tokenizer.EncodeWithOffsets(i.Text, i.Pair, loaded.Manifest.MaxLength)
@@ -66,6 +71,29 @@ static class PredictCommand
         return command;
     }
 
+    /// <summary>
+    /// Question answering: each input is a question and its context (<c>text</c> and <c>text_pair</c>, or <c>question</c>
+    /// and <c>context</c>), cut into windows as in training; the answer is the best span over them.
+    /// </summary>
+    static void AnswerQuestions(LoadedAdapter loaded, List<(string Text, string? Pair)> inputs, int batchSize)
+    {
+        var examples = inputs.Select((input, i) => new QaExample($"{i + 1}", input.Text,
+            input.Pair is { Length: > 0 } context ? context : throw new UsageException($"input {i + 1}: a question needs its context (text_pair, or \"context\")"),
+            [], $"input {i + 1}", 0)).ToArray();
+        var data = EncodedDataset.EncodeQa(examples, loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength, Math.Min(128, loaded.Manifest.MaxLength / 3));
+        var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
+        var answers = QuestionAnsweringHead.Answers(data.Qa!, outputs);
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var row = new Dictionary<string, object>
+            {
+                ["question"] = inputs[i].Text, ["answer"] = answers[i].Text, ["start"] = answers[i].Start, ["end"] = answers[i].End,
+                ["score"] = Math.Round(answers[i].Score, 4),
+            };
+            Console.WriteLine(JsonSerializer.Serialize(row));
+        }
+    }
+
     static List<(string Text, string? Pair)> ReadInputs(string[] arguments, string? path)
     {
         if (arguments.Length > 0)
@@ -88,9 +116,12 @@ static class PredictCommand
             {
                 using var document = AdapterSharp.JsonStrict.Parse(line);
                 var root = document.RootElement;
-                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
-                    throw new InvalidDataException($"{source}:{lineNumber}: missing string field \"text\"");
-                string? pair = root.TryGetProperty("text_pair", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+                // A question and its context are a text pair.
+                bool question = root.TryGetProperty("question", out var questionText) && questionText.ValueKind == JsonValueKind.String;
+                var text = question ? questionText : root.TryGetProperty("text", out var t) ? t : default;
+                if (text.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{source}:{lineNumber}: missing string field \"text\" (or \"question\")");
+                string? pair = root.TryGetProperty(question ? "context" : "text_pair", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
                 result.Add((text.GetString()!, pair));
             }
             catch (JsonException e)

@@ -21,7 +21,7 @@ static class TrainCommand
         var precision = CommonOptions.Precision();
         var task = new Option<string?>("--task")
         {
-            Description = $"GLUE task ({GlueTasks.Names}) or token-classification task ({string.Join("|", TaggingTasks.All.Select(t => t.Name))}); default sst2 unless --train is given.",
+            Description = $"GLUE task ({GlueTasks.Names}), token-classification task ({string.Join("|", TaggingTasks.All.Select(t => t.Name))}) or question-answering task ({string.Join("|", QaTasks.All.Select(t => t.Name))}); default sst2 unless --train is given.",
         };
         var tasks = new Option<string?>("--tasks")
         {
@@ -43,7 +43,11 @@ static class TrainCommand
         var regression = new Option<bool>("--regression") { Description = "The label is a number: train a regression head (MSE)." };
         var head = new Option<string?>("--head")
         {
-            Description = "Head for --train/--dev: classification (default), regression, or token-classification (CoNLL files: word first, tag last; or JSONL {\"tokens\", \"tags\"}).",
+            Description = "Head for --train/--dev: classification (default), regression, token-classification (CoNLL files: word first, tag last; or JSONL {\"tokens\", \"tags\"}) or question-answering (SQuAD JSON, or JSONL {\"question\", \"context\", \"answers\"}).",
+        };
+        var docStride = new Option<int>("--doc-stride")
+        {
+            Description = "Question answering: pieces shared by consecutive windows of a context longer than --max-length allows.", DefaultValueFactory = _ => 128,
         };
         var labelAllPieces = new Option<bool>("--label-all-pieces") { Description = "Token classification: label every piece of a word, not only the first." };
         var evalSplit = new Option<string>("--eval-split")
@@ -64,7 +68,10 @@ static class TrainCommand
         var epochs = new Option<int>("--epochs") { Description = "Epochs.", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
         var accumulation = new Option<int>("--grad-accum") { Description = "Batches per optimizer step.", DefaultValueFactory = _ => 1 };
-        var maxLength = new Option<int>("--max-length") { Description = "Tokens per example, special tokens included.", DefaultValueFactory = _ => 128 };
+        var maxLength = new Option<int>("--max-length")
+        {
+            Description = "Tokens per example, special tokens included (question answering: per window, default 384).", DefaultValueFactory = _ => 128,
+        };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 42 };
         var warmup = new Option<double>("--warmup") { Description = "Warmup share of the steps.", DefaultValueFactory = _ => 0.1 };
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW weight decay (not on biases and LayerNorms).", DefaultValueFactory = _ => 0.01 };
@@ -82,7 +89,7 @@ static class TrainCommand
         var command = new Command("train", "Train an adapter (or a baseline) on a task; the best checkpoint goes to <run>/adapter (with --tasks, one adapter per task, to <run>/<task>/adapter).")
         {
             model, vocab, device, precision, task, tasks, sampling, data, trainFile, devFile, textColumn, pairColumn, labelColumn, regression, head,
-            labelAllPieces, evalSplit, skipBad, name,
+            labelAllPieces, evalSplit, docStride, skipBad, name,
             lr, baseLr, epochs, batch, accumulation, maxLength, seed, warmup, weightDecay, budget, evalSteps, patience, randomBatches, output, graphs, fused, fuse, stack,
         };
         method.AddTo(command);
@@ -96,7 +103,7 @@ static class TrainCommand
             if (parse.GetValue(baseLr) is not null && !config.ModifiesBase)
                 throw new UsageException($"--base-lr applies where base layers train (--train-top-k, full, top-k), not to --method {config.Method} alone");
             var taskList = parse.GetValue(tasks) is { } list
-                ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression, head, labelAllPieces, evalSplit])
+                ? ParseTasks(list, parse, task, name, [trainFile, devFile, textColumn, pairColumn, labelColumn, regression, head, labelAllPieces, evalSplit, docStride])
                 : null;
             if (taskList is null && parse.GetValue(sampling) is not null) throw new UsageException("--sampling applies to --tasks only");
             if (taskList is not null && (fusion || parse.GetValue(stack) is not null)) throw new UsageException("--tasks trains plain adapters: no --method fusion or --stack");
@@ -129,12 +136,16 @@ static class TrainCommand
                     Head = parse.GetValue(head),
                     LabelAllPieces = parse.GetValue(labelAllPieces),
                     EvalSplit = parse.GetValue(evalSplit)!,
+                    DocStride = parse.GetValue(docStride),
                 },
                 Method = config,
                 Fuse = fuseDirs,
                 Stack = parse.GetValue(stack)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 AdapterName = parse.GetValue(name),
-                MaxLength = parse.GetValue(maxLength),
+                // Question answering reads a question and a context window: 384 positions unless told otherwise, as HF's run_qa.
+                MaxLength = parse.GetResult(maxLength) is { Implicit: false } || !(parse.GetValue(head) == "question-answering"
+                    || (parse.GetValue(trainFile) is null && taskName is not null && QaTasks.Find(taskName) is not null))
+                    ? parse.GetValue(maxLength) : 384,
                 Options = new TrainOptions
                 {
                     // full and top-k fine-tune the base alone; anything with modules or LayerNorm copies of its own beside base

@@ -14,7 +14,7 @@ public sealed class DeviceBatches : IDisposable
     readonly Tensor ids;      // (N, Lmax)
     readonly Tensor types;    // (N, Lmax)
     readonly Tensor lengths;  // (N)
-    readonly Tensor labels;   // (N) int64, or (N, Lmax) for token labels
+    readonly Tensor labels;   // (N) int64, (N, Lmax) for token labels, (N, 2) for answer spans
     readonly bool tokenLabels;
     readonly Tensor scores;   // (N) float32
     readonly Tensor positions; // (Lmax)
@@ -57,6 +57,8 @@ public sealed class DeviceBatches : IDisposable
                 for (int t = 0; t < perToken[r].Length; t++) labelValues[r * width + t] = perToken[r][t];
             labels = tensor(labelValues).view(n, width).to(device).DetachFromDisposeScope();
         }
+        else if (data.Spans is { } spans)
+            labels = tensor(spans.SelectMany(span => span.Select(p => (long)p)).ToArray()).view(n, 2).to(device).DetachFromDisposeScope();
         else labels = tensor(data.Labels).to(device).DetachFromDisposeScope();
         scores = tensor(data.Scores).to(device).DetachFromDisposeScope();
         positions = arange(width, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
@@ -85,7 +87,8 @@ public sealed class DeviceBatches : IDisposable
 
     /// <summary>
     /// Batch <paramref name="batch"/> of the plan, cut to its longest row: ids and token types (B, T), and the
-    /// attention mask (B, T), or null when no row is padded; labels (B), or (B, T) per position (padding ignored).
+    /// attention mask (B, T), or null when no row is padded; labels (B), (B, T) per position (padding ignored), or (B, 2)
+    /// answer spans.
     /// </summary>
     public (Tensor Ids, Tensor? Mask, Tensor Types, Tensor Labels, Tensor Scores) Get(int batch)
     {

@@ -12,8 +12,10 @@ namespace AdapterSharp.Data;
 public sealed class EncodedDataset
 {
     EncodedDataset(int[][] ids, int[][] types, long[] labels, float[] scores,
-        int[][]? tokenLabels = null, int[][]? wordIds = null, string[][]? tags = null)
+        int[][]? tokenLabels = null, int[][]? wordIds = null, string[][]? tags = null, int[][]? spans = null, QaWindows? qa = null)
     {
+        Spans = spans;
+        Qa = qa;
         Ids = ids;
         TypeIds = types;
         Labels = labels;
@@ -39,6 +41,80 @@ public sealed class EncodedDataset
 
     /// <summary>Token classification: per row, the gold tag of every word of the sentence (also those cut by the maximum length).</summary>
     public string[][]? Tags { get; }
+
+    /// <summary>Extractive QA: per row (a window of a context), the answer's first and last positions; [0, 0] ([CLS]) where the window holds none.</summary>
+    public int[][]? Spans { get; }
+
+    /// <summary>Extractive QA: which question each row is a window of, and where each position lies in its context.</summary>
+    public QaWindows? Qa { get; }
+
+    /// <summary>
+    /// Extractive QA features (as HF's run_qa makes them): <c>[CLS] question [SEP] context [SEP]</c>, a long context cut
+    /// into windows of the room <paramref name="maxLength"/> leaves, each overlapping the next by <paramref name="docStride"/>
+    /// pieces; each window labelled with the first answer's first and last pieces when it holds the whole answer, else
+    /// [CLS] (position 0) for both.
+    /// </summary>
+    public static EncodedDataset EncodeQa(IReadOnlyList<QaExample> examples, BertTokenizer tokenizer, int maxLength, int docStride)
+    {
+        var ids = new List<int[]>();
+        var types = new List<int[]>();
+        var spans = new List<int[]>();
+        var exampleOf = new List<int>();
+        var offsets = new List<(int, int)[]>();
+        for (int x = 0; x < examples.Count; x++)
+        {
+            var example = examples[x];
+            var question = tokenizer.EncodeWithOffsets(example.Question.TrimStart());
+            var context = tokenizer.EncodeWithOffsets(example.Context);
+            int questionLength = question.Length - 2, contextLength = context.Length - 2;
+            int room = maxLength - questionLength - 3;
+            if (room <= docStride)
+                throw new DataFormatException(
+                    $"{example.Where}: the question takes {questionLength} of the {maxLength} positions (--max-length), leaving {Math.Max(0, room)} for the context, " +
+                    $"which must be more than --doc-stride {docStride}");
+            // Questions to answer (prediction) have no answer: every window is labelled [CLS].
+            var answer = example.Answers.Count > 0 ? example.Answers[0] : null;
+            int answerStart = answer?.Start ?? int.MaxValue, answerEnd = answer is null ? int.MaxValue : answer.Start + answer.Text.Length;
+            for (int start = 0; ; start += room - docStride)
+            {
+                int end = Math.Min(contextLength, start + room); // context pieces [start, end)
+                int length = questionLength + 3 + (end - start);
+                var rowIds = new int[length];
+                var rowTypes = new int[length];
+                var rowOffsets = new (int, int)[length];
+                Array.Fill(rowOffsets, (-1, -1));
+                rowIds[0] = tokenizer.ClsId;
+                Array.Copy(question.InputIds, 1, rowIds, 1, questionLength);
+                rowIds[questionLength + 1] = tokenizer.SepId;
+                int first = questionLength + 2; // the window's first context position
+                for (int k = start; k < end; k++)
+                {
+                    rowIds[first + k - start] = context.InputIds[k + 1];
+                    rowOffsets[first + k - start] = context.Offsets![k + 1];
+                }
+                rowIds[^1] = tokenizer.SepId;
+                rowTypes.AsSpan(first).Fill(1);
+                // HF's labelling: the last piece starting at or before the answer's start, the first ending at or after its end.
+                int[] span = [0, 0];
+                if (answer is not null && end > start && rowOffsets[first].Item1 <= answerStart && rowOffsets[first + end - start - 1].Item2 >= answerEnd)
+                {
+                    int s = first;
+                    while (s < first + end - start && rowOffsets[s].Item1 <= answerStart) s++;
+                    int e = first + end - start - 1;
+                    while (e >= first && rowOffsets[e].Item2 >= answerEnd) e--;
+                    span = [s - 1, e + 1];
+                }
+                ids.Add(rowIds);
+                types.Add(rowTypes);
+                spans.Add(span);
+                exampleOf.Add(x);
+                offsets.Add(rowOffsets);
+                if (end >= contextLength) break;
+            }
+        }
+        return new EncodedDataset([.. ids], [.. types], new long[ids.Count], new float[ids.Count], spans: [.. spans],
+            qa: new QaWindows(examples, [.. exampleOf], [.. offsets]));
+    }
     public int Count => Ids.Length;
     public long TokenCount => Ids.Sum(i => (long)i.Length);
 
@@ -246,3 +322,9 @@ public sealed class EncodedDataset
     public Tensor LabelTensor(int[] rows) => tensor(rows.Select(r => Labels[r]).ToArray());
     public Tensor ScoreTensor(int[] rows) => tensor(rows.Select(r => Scores[r]).ToArray());
 }
+
+/// <summary>
+/// Extractive QA windows: the questions, which question each row is a window of, and each position's range in that
+/// question's context (UTF-16 units; (−1, −1) for the question, [CLS] and [SEP]).
+/// </summary>
+public sealed record QaWindows(IReadOnlyList<QaExample> Examples, int[] Example, (int Start, int End)[][] Offsets);

@@ -40,7 +40,7 @@ public static class GlueTasks
     public static GlueTask Get(string name) =>
         All.FirstOrDefault(t => t.Name.Equals(name, StringComparison.OrdinalIgnoreCase)
                                 || t.Folder.Equals(name, StringComparison.OrdinalIgnoreCase))
-        ?? throw new ArgumentException($"--task: unknown task '{name}' (expected {Names}|{string.Join("|", TaggingTasks.All.Select(t => t.Name))})");
+        ?? throw new ArgumentException($"--task: unknown task '{name}' (expected {Names}|{string.Join("|", TaggingTasks.All.Select(t => t.Name))}|{string.Join("|", QaTasks.All.Select(t => t.Name))})");
 
     /// <summary>
     /// The task's folder: <c>$ADAPTERSHARP_DATA/glue/&lt;Folder&gt;</c> when that variable is set, else

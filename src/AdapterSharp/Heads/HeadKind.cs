@@ -63,6 +63,7 @@ public abstract class HeadKind
         ["classification"] = new ClassificationHead(),
         ["regression"] = new RegressionHead(),
         ["token-classification"] = new TokenClassificationHead(),
+        ["question-answering"] = new QuestionAnsweringHead(),
     };
 
     /// <summary>The kinds by name, for messages and options.</summary>
@@ -87,6 +88,9 @@ public enum TargetLayout
 
     /// <summary>One class index per position (B, T) int64, <see cref="EncodedDataset.Ignored"/> where no loss is taken.</summary>
     TokenLabels,
+
+    /// <summary>An answer's first and last positions per row (B, 2) int64.</summary>
+    Span,
 }
 
 /// <summary>What an input was, for decoding: its text (and pair), and its encoding.</summary>

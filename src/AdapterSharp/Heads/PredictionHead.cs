@@ -20,6 +20,7 @@ public sealed record HeadConfig
     public static HeadConfig Classification(IEnumerable<string> labels) => new() { Kind = "classification", Labels = labels.ToArray() };
     public static HeadConfig Regression() => new() { Kind = "regression" };
     public static HeadConfig TokenClassification(IEnumerable<string> tags) => new() { Kind = "token-classification", Labels = tags.ToArray() };
+    public static HeadConfig QuestionAnswering() => new() { Kind = "question-answering" };
 
     public void Validate()
     {

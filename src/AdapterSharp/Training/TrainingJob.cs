@@ -32,6 +32,9 @@ public sealed record DataRequest
 
     /// <summary>Which split of a task evaluates: dev, or test where the task's test set has labels (CoNLL-2003).</summary>
     public string EvalSplit { get; init; } = "dev";
+
+    /// <summary>Extractive QA: pieces shared by consecutive windows of a long context.</summary>
+    public int DocStride { get; init; } = 128;
 }
 
 /// <summary>Everything <c>adaptersharp train</c> needs, as one record.</summary>
@@ -83,6 +86,9 @@ public sealed record TaskData(
     string TaskName, IReadOnlyList<Example> Train, IReadOnlyList<Example> Dev, bool Regression, string[] Metrics, int Skipped, string? FirstSkip)
 {
     public IReadOnlyList<TaggedSentence>? TaggedTrain { get; init; }
+    public IReadOnlyList<QaExample>? QaTrain { get; init; }
+    public IReadOnlyList<QaExample>? QaDev { get; init; }
+    public int DocStride { get; init; } = 128;
     public IReadOnlyList<TaggedSentence>? TaggedDev { get; init; }
     public bool LabelAllPieces { get; init; }
 }
@@ -107,6 +113,8 @@ public static class TrainingJob
             throw new ArgumentException($"--regression and --head {request.Head} exclude each other");
         if (request.Head == "token-classification" || (request.TrainFile is null && request.Task is { } name && TaggingTasks.Find(name) is not null))
             return LoadTagged(request);
+        if (request.Head == "question-answering" || (request.TrainFile is null && request.Task is { } qaName && QaTasks.Find(qaName) is not null))
+            return LoadQa(request);
         if (request.EvalSplit != "dev") throw new ArgumentException($"--eval-split {request.EvalSplit}: GLUE's test sets have no labels; only dev");
         if (request.TrainFile is not null || request.DevFile is not null)
         {
@@ -129,6 +137,43 @@ public static class TrainingJob
         var devData = GlueTasks.Read(task, Path.Combine(dir, task.DevFile), request.SkipBadRows);
         return new TaskData(task.Name, trainData.Examples, devData.Examples, task.IsRegression, task.Metrics,
             trainData.Skipped + devData.Skipped, trainData.FirstSkipReason ?? devData.FirstSkipReason);
+    }
+
+    /// <summary>Extractive QA: SQuAD split by article as its README defines, or --train/--dev in the SQuAD format or JSONL.</summary>
+    static TaskData LoadQa(DataRequest request)
+    {
+        if (request.DocStride < 0) throw new ArgumentException($"--doc-stride must not be negative, got {request.DocStride}");
+        IReadOnlyList<QaExample> train, dev;
+        int skipped;
+        string? firstSkip;
+        string taskName;
+        if (request.TrainFile is not null || request.DevFile is not null)
+        {
+            if (request.TrainFile is null || request.DevFile is null) throw new ArgumentException("--train and --dev go together");
+            var trainData = QaDataReader.Read(request.TrainFile, request.SkipBadRows);
+            var devData = QaDataReader.Read(request.DevFile, request.SkipBadRows);
+            (train, dev) = (trainData.Examples, devData.Examples);
+            skipped = trainData.Skipped + devData.Skipped;
+            firstSkip = trainData.FirstSkipReason ?? devData.FirstSkipReason;
+            taskName = request.Task ?? Path.GetFileNameWithoutExtension(request.TrainFile);
+        }
+        else
+        {
+            var task = QaTasks.Find(request.Task!) ?? throw new ArgumentException($"--task {request.Task} is not a question-answering task");
+            if (request.EvalSplit != "dev") throw new ArgumentException($"--eval-split {request.EvalSplit}: {task.Name} has a dev split only");
+            var dir = request.DataDir ?? QaTasks.DefaultDirectory(task);
+            var all = QaDataReader.Read(Path.Combine(dir, task.File), request.SkipBadRows);
+            (train, dev) = task.Split(all.Examples);
+            skipped = all.Skipped;
+            firstSkip = all.FirstSkipReason;
+            taskName = task.Name;
+        }
+        return new TaskData(taskName, [], [], false, HeadKind.For("question-answering").DefaultMetrics, skipped, firstSkip)
+        {
+            QaTrain = train,
+            QaDev = dev,
+            DocStride = request.DocStride,
+        };
     }
 
     /// <summary>Token classification: a tagging task's files, or --train/--dev in the CoNLL format or JSONL.</summary>
@@ -376,6 +421,16 @@ public static class TrainingJob
         HeadConfig head;
         EncodedDataset train, dev;
         int skippedTrain, skippedDev;
+        if (data.QaTrain is { } qaTrain)
+        {
+            head = HeadConfig.QuestionAnswering();
+            train = EncodedDataset.EncodeQa(qaTrain, encoder.Tokenizer, request.MaxLength, data.DocStride);
+            dev = EncodedDataset.EncodeQa(data.QaDev!, encoder.Tokenizer, request.MaxLength, data.DocStride);
+            (skippedTrain, skippedDev) = (0, 0);
+            log?.Invoke($"{data.TaskName}: {qaTrain.Count} training questions in {train.Count} windows, {data.QaDev!.Count} evaluation questions in {dev.Count} windows " +
+                        $"(--max-length {request.MaxLength}, --doc-stride {data.DocStride})");
+            return new EncodedTask(head, train, dev);
+        }
         if (data.TaggedTrain is { } taggedTrain)
         {
             head = EncodedDataset.TokenHeadFor(taggedTrain);

@@ -139,7 +139,7 @@ public class GlueDataTests
     public void Unknown_task_lists_the_known_ones()
     {
         var error = Assert.Throws<ArgumentException>(() => GlueTasks.Get("nosuch"));
-        Assert.Equal("--task: unknown task 'nosuch' (expected sst2|cola|mrpc|stsb|qnli|rte|wnli|mnli|qqp|conll2003)", error.Message);
+        Assert.Equal("--task: unknown task 'nosuch' (expected sst2|cola|mrpc|stsb|qnli|rte|wnli|mnli|qqp|conll2003|squad)", error.Message);
     }
 
     [Fact]

@@ -65,6 +65,28 @@ static class ServerFiles
         return (model, root, outside);
     }
 
+    static readonly Lazy<string> TagsFolder = new(() =>
+    {
+        var encoder = Pretrained.Load(ModelDir);
+        var head = HeadConfig.TokenClassification(["B-X", "I-X", "O"]);
+        using var model = TrainingJob.CreateModel(encoder, "tags", BottleneckConfig.Houlsby with { AdapterSize = 4 }, head, 77);
+        using (no_grad())
+        {
+            foreach (var tensor in model.Record("tags").Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.5);
+            // O unlikely: every word is B-X or I-X as the weights decide, so that the texts hold entities of several lengths.
+            model.named_parameters().Single(p => p.name == "heads.tags.classifier.bias").parameter[2] = -10f;
+        }
+        var dir = Path.Combine(Root, "tags");
+        AdapterFiles.Save(dir, new AdapterManifest
+        {
+            Name = "tags", Config = model.Adapters["tags"], Head = head, BaseModel = BaseModelIdentity.Of(encoder), Task = "tiny", MaxLength = 32,
+        }, model.AdapterTensors("tags"));
+        return dir;
+    });
+
+    /// <summary>Makes (once) "tags" in <c>root/tags</c>: a token-classification adapter (tags B-X, I-X, O), not loaded by default.</summary>
+    public static string Tags => TagsFolder.Value;
+
     static readonly Lazy<string> FusionFolders = new(CreateFusions);
 
     /// <summary>
