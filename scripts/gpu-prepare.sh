@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ (git-ignored) for a run on the GPU host, where only the working tree travels (64 MiB):
-# the CUDA bundle, the HF reference scripts, the GLUE tasks named in $TASKS, CoNLL-2003 with CONLL=1, the tokenizer
+# the CUDA bundle, the HF reference scripts, the GLUE tasks named in $TASKS, CoNLL-2003 with CONLL=1, SQuAD v1.1 dev with SQUAD=1, the tokenizer
 # fixtures with FIXTURES=1, and minilm-l6 as f16 safetensors with MODEL=minilm-l6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ done
 if [ -n "${CONLL:-}" ]; then
   # CoNLL-2003 compressed (4.9 MB → ~1 MB), unpacked on the host: `xz -dk .gpu/conll2003/*.xz`.
   mkdir -p .gpu/conll2003 && for f in train valid test; do xz -9c "$shared/datasets/conll2003/$f.txt" > ".gpu/conll2003/$f.txt.xz"; done
+fi
+if [ -n "${SQUAD:-}" ]; then
+  mkdir -p .gpu/squad && xz -9c "$shared/datasets/squad/dev-v1.1.json" > .gpu/squad/dev-v1.1.json.xz
 fi
 if [ -n "${FIXTURES:-}" ]; then
   mkdir -p .gpu/fixtures && cp "$shared"/fixtures/tokenizer/*.jsonl .gpu/fixtures/

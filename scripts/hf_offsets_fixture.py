@@ -1,7 +1,10 @@
 """Writes HF tokenizers' offsets for every text of ../shared/fixtures/tokenizer/bert_uncased_cases.jsonl (and text
-pairs made from them), for TokenizerOffsetTests: the reference our EncodeWithOffsets must equal.
+pairs made from them), for TokenizerOffsetParityTests: the reference our EncodeWithOffsets must equal.
 
-    python3 scripts/hf_offsets_fixture.py VOCAB_TXT CASES_JSONL OUT_JSONL
+    python3 scripts/hf_offsets_fixture.py MODEL_DIR CASES_JSONL OUT_JSONL
+
+MODEL_DIR holds vocab.txt and tokenizer_config.json (scripts/gpu-prepare.sh's .gpu/model). The tokenizer must give the
+fixture's own input_ids for every case first, so that a tokenizer loaded wrong cannot make the reference.
 
 Runs where transformers is installed (the GPU host). Offsets are HF's: code points of the Python string."""
 import json
@@ -9,14 +12,17 @@ import sys
 
 from transformers import BertTokenizerFast
 
-vocab, cases, out = sys.argv[1:4]
-tokenizer = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+model_dir, cases, out = sys.argv[1:4]
+tokenizer = BertTokenizerFast.from_pretrained(model_dir)
 texts = []
 for line in open(cases, encoding="utf-8"):
     if line.strip():
-        text = json.loads(line)["text"]
-        if text not in texts:
-            texts.append(text)
+        case = json.loads(line)
+        ids = tokenizer(case["text"], truncation=case["max_length"] is not None, max_length=case["max_length"])["input_ids"]
+        if ids != case["input_ids"]:
+            sys.exit(f"the tokenizer gives {ids} for {case['text']!r}, the fixture {case['input_ids']}")
+        if case["text"] not in texts:
+            texts.append(case["text"])
 with open(out, "w", encoding="utf-8") as f:
     for i, text in enumerate(texts):
         for pair in (None, texts[(i + 1) % len(texts)]):

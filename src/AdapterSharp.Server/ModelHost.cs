@@ -91,8 +91,8 @@ public sealed class ModelHost : IDisposable
         name ??= manifest.Name;
         RequireFree(name);
         // A question's context may need several windows, which one input → one row of a batch does not give yet.
-        if (manifest.Head.Kind == "question-answering")
-            throw new ModelFormatException($"{dir}: question-answering adapters are not served yet; answer with `adaptersharp predict`");
+        if (manifest.Head.Kind is "question-answering" or "multiple-choice")
+            throw new ModelFormatException($"{dir}: {manifest.Head.Kind} adapters are not served yet; answer with `adaptersharp predict`");
         // Such an adapter would change what every other adapter computes.
         if (manifest.Config.ModifiesBase)
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");

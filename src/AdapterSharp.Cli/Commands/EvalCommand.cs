@@ -60,7 +60,9 @@ static class EvalCommand
                 throw new UsageException("the adapter records no task: pass --task or --dev with column options");
             var taskData = TrainingJob.LoadData(request);
             int skipped = 0;
-            var dev = taskData.QaDev is { } questions
+            var dev = taskData.ChoiceDev is { } choiceQuestions
+                ? EncodedDataset.EncodeChoices(choiceQuestions, loaded.Encoder.Tokenizer, manifest.MaxLength)
+                : taskData.QaDev is { } questions
                 ? EncodedDataset.EncodeQa(questions, loaded.Encoder.Tokenizer, manifest.MaxLength, taskData.DocStride)
                 : taskData.TaggedDev is { } tagged
                 ? EncodedDataset.EncodeTagged(tagged, loaded.Encoder.Tokenizer, manifest.Head, manifest.MaxLength, labelAllPieces: false,

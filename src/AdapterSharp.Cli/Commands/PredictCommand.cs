@@ -26,8 +26,13 @@ static class PredictCommand
         command.SetAction(parse => Run.Guarded(parse, () =>
         {
             int batchSize = open.BatchSize(parse);
-            var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             using var loaded = open.Open(parse);
+            if (loaded.Manifest.Head.Kind == "multiple-choice")
+            {
+                Choose(loaded, parse.GetValue(texts) ?? [], parse.GetValue(input), batchSize);
+                return 0;
+            }
+            var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             var head = loaded.Manifest.Head;
             var tokenizer = loaded.Encoder.Tokenizer;
             if (head.Kind == "question-answering")
@@ -92,6 +97,44 @@ static class PredictCommand
             };
             Console.WriteLine(JsonSerializer.Serialize(row));
         }
+    }
+
+    /// <summary>
+    /// Multiple choice: JSONL questions <c>{"context", "question"?, "choices": [...]}</c> from <c>--input</c> or stdin, each
+    /// answered with the best choice and every choice's probability.
+    /// </summary>
+    static void Choose(LoadedAdapter loaded, string[] arguments, string? path, int batchSize)
+    {
+        if (arguments.Length > 0) throw new UsageException("a multiple-choice adapter reads JSONL questions {\"context\", \"choices\": [...]} from --input or stdin, not texts as arguments");
+        using var reader = path is null or "-" ? Console.In : new StreamReader(File.Exists(path) ? path : throw new UsageException($"{path}: file not found"));
+        var source = path is null or "-" ? "<stdin>" : path;
+        var questions = new List<ChoiceExample>();
+        foreach (var (lineNumber, line) in TextLines.Read(reader, source))
+        {
+            if (line.Trim().Length == 0) continue;
+            var (example, problem) = ChoiceDataReader.FromLine(line, source, lineNumber, requireLabel: false);
+            questions.Add(example ?? throw new InvalidDataException($"{source}:{lineNumber}: {problem}"));
+        }
+        if (questions.Count == 0) throw new UsageException($"{source}: no questions to answer");
+        var answers = new Dictionary<string, object>[questions.Count];
+        // Questions may differ in how many choices they have: each group of the same count runs as its own data set.
+        foreach (var group in questions.Select((q, i) => (q, i)).GroupBy(p => p.q.Choices.Length))
+        {
+            var members = group.ToArray();
+            var data = EncodedDataset.EncodeChoices([.. members.Select(m => m.q)], loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
+            var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
+            for (int k = 0; k < members.Length; k++)
+            {
+                int n = group.Key;
+                var (choice, probabilities) = MultipleChoiceHead.Choose([.. Enumerable.Range(0, n).Select(c => outputs[k * n + c][0])]);
+                answers[members[k].i] = new Dictionary<string, object>
+                {
+                    ["context"] = members[k].q.Context, ["choice"] = choice, ["text"] = members[k].q.Choices[choice],
+                    ["probabilities"] = probabilities.Select(p => Math.Round(p, 6)).ToArray(),
+                };
+            }
+        }
+        foreach (var answer in answers) Console.WriteLine(JsonSerializer.Serialize(answer));
     }
 
     static List<(string Text, string? Pair)> ReadInputs(string[] arguments, string? path)

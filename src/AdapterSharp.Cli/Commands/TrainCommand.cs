@@ -43,7 +43,7 @@ static class TrainCommand
         var regression = new Option<bool>("--regression") { Description = "The label is a number: train a regression head (MSE)." };
         var head = new Option<string?>("--head")
         {
-            Description = "Head for --train/--dev: classification (default), regression, token-classification (CoNLL files: word first, tag last; or JSONL {\"tokens\", \"tags\"}) or question-answering (SQuAD JSON, or JSONL {\"question\", \"context\", \"answers\"}).",
+            Description = "Head for --train/--dev: classification (default), regression, token-classification (CoNLL files: word first, tag last; or JSONL {\"tokens\", \"tags\"}) question-answering (SQuAD JSON, or JSONL {\"question\", \"context\", \"answers\"}) or multiple-choice (JSONL {\"context\", \"question\"?, \"choices\", \"label\"}).",
         };
         var docStride = new Option<int>("--doc-stride")
         {

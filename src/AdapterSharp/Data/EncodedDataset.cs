@@ -12,8 +12,10 @@ namespace AdapterSharp.Data;
 public sealed class EncodedDataset
 {
     EncodedDataset(int[][] ids, int[][] types, long[] labels, float[] scores,
-        int[][]? tokenLabels = null, int[][]? wordIds = null, string[][]? tags = null, int[][]? spans = null, QaWindows? qa = null)
+        int[][]? tokenLabels = null, int[][]? wordIds = null, string[][]? tags = null, int[][]? spans = null, QaWindows? qa = null,
+        int groupSize = 1)
     {
+        GroupSize = groupSize;
         Spans = spans;
         Qa = qa;
         Ids = ids;
@@ -47,6 +49,35 @@ public sealed class EncodedDataset
 
     /// <summary>Extractive QA: which question each row is a window of, and where each position lies in its context.</summary>
     public QaWindows? Qa { get; }
+
+    /// <summary>
+    /// Rows that belong together (multiple choice: a question's choices, rows g·G … g·G + G − 1), batched whole; 1 for
+    /// every other kind. Every row of a group carries the group's label.
+    /// </summary>
+    public int GroupSize { get; }
+
+    /// <summary>Multiple choice: a row per choice (the context paired with the choice), grouped per question.</summary>
+    public static EncodedDataset EncodeChoices(IReadOnlyList<ChoiceExample> examples, BertTokenizer tokenizer, int maxLength)
+    {
+        int group = examples.Count > 0 ? examples[0].Choices.Length : 1;
+        var ids = new List<int[]>();
+        var types = new List<int[]>();
+        var labels = new List<long>();
+        foreach (var example in examples)
+        {
+            if (example.Choices.Length != group)
+                throw new DataFormatException($"{example.Source}:{example.Line}: {example.Choices.Length} choices where the first question has {group}");
+            for (int k = 0; k < group; k++)
+            {
+                var (text, pair) = example.Pair(k);
+                var encoding = tokenizer.Encode(text, pair, maxLength);
+                ids.Add(encoding.InputIds);
+                types.Add(encoding.TokenTypeIds);
+                labels.Add(Math.Max(0, example.Label));
+            }
+        }
+        return new EncodedDataset([.. ids], [.. types], [.. labels], new float[ids.Count], groupSize: group);
+    }
 
     /// <summary>
     /// Extractive QA features (as HF's run_qa makes them): <c>[CLS] question [SEP] context [SEP]</c>, a long context cut
@@ -254,36 +285,48 @@ public sealed class EncodedDataset
 
     /// <summary>
     /// Training order: shuffled, then sorted by length within pools of 50 batches and cut into batches whose
-    /// order is shuffled again, so each batch pads little while epochs still see varied batches.
+    /// order is shuffled again, so each batch pads little while epochs still see varied batches. With groups
+    /// (<see cref="GroupSize"/>) the groups are ordered and a batch holds <paramref name="batchSize"/> whole groups.
     /// </summary>
     public List<int[]> ShuffledBatches(int batchSize, Random random, bool bucketByLength = true)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
-        var order = Enumerable.Range(0, Count).ToArray();
+        var order = Enumerable.Range(0, Count / GroupSize).ToArray();
         random.Shuffle(order);
-        if (!bucketByLength) return order.Chunk(batchSize).ToList();
+        if (!bucketByLength) return order.Chunk(batchSize).Select(Rows).ToList();
         var batches = new List<int[]>();
         int pool = batchSize * 50;
         for (int start = 0; start < order.Length; start += pool)
         {
             var chunk = order.AsSpan(start, Math.Min(pool, order.Length - start)).ToArray();
-            Array.Sort(chunk, (a, b) => Ids[a].Length.CompareTo(Ids[b].Length));
+            Array.Sort(chunk, (a, b) => GroupLength(a).CompareTo(GroupLength(b)));
             for (int i = 0; i < chunk.Length; i += batchSize)
-                batches.Add(chunk[i..Math.Min(i + batchSize, chunk.Length)]);
+                batches.Add(Rows(chunk[i..Math.Min(i + batchSize, chunk.Length)]));
         }
         var shuffled = batches.ToArray();
         random.Shuffle(shuffled);
         return [.. shuffled];
     }
 
-    /// <summary>Evaluation order: sorted by length (results are put back in input order by the caller).</summary>
+    /// <summary>Evaluation order: sorted by length, whole groups together (results are put back in input order by the caller).</summary>
     public List<int[]> SortedBatches(int batchSize)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
-        var order = Enumerable.Range(0, Count).OrderBy(i => Ids[i].Length).ToArray();
+        var order = Enumerable.Range(0, Count / GroupSize).OrderBy(GroupLength).ToArray();
         var batches = new List<int[]>();
-        for (int i = 0; i < order.Length; i += batchSize) batches.Add(order[i..Math.Min(i + batchSize, order.Length)]);
+        for (int i = 0; i < order.Length; i += batchSize) batches.Add(Rows(order[i..Math.Min(i + batchSize, order.Length)]));
         return batches;
+    }
+
+    /// <summary>The rows of <paramref name="groups"/>, in order.</summary>
+    int[] Rows(int[] groups) =>
+        GroupSize == 1 ? groups : groups.SelectMany(g => Enumerable.Range(g * GroupSize, GroupSize)).ToArray();
+
+    int GroupLength(int group)
+    {
+        int longest = 0;
+        for (int k = 0; k < GroupSize; k++) longest = Math.Max(longest, Ids[group * GroupSize + k].Length);
+        return longest;
     }
 
     /// <summary>The rows of one batch, padded to its longest row: ids, attention mask and token types (B, T), on CPU.</summary>

@@ -14,6 +14,11 @@ public sealed record HeadConfig
     /// <summary>Label (or tag) names in output order, kept by name as they appear in the data; none for a regression.</summary>
     [JsonPropertyName("labels")] public string[] Labels { get; init; } = [];
 
+    /// <summary>Multiple choice: how many choices each training question has (a batch holds whole questions); null otherwise.</summary>
+    [JsonPropertyName("choices")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? Choices { get; init; }
+
     [JsonIgnore] public bool IsRegression => Kind == "regression";
     [JsonIgnore] public int Outputs => HeadKind.For(this).Outputs(this);
 
@@ -21,11 +26,13 @@ public sealed record HeadConfig
     public static HeadConfig Regression() => new() { Kind = "regression" };
     public static HeadConfig TokenClassification(IEnumerable<string> tags) => new() { Kind = "token-classification", Labels = tags.ToArray() };
     public static HeadConfig QuestionAnswering() => new() { Kind = "question-answering" };
+    public static HeadConfig MultipleChoice(int choices) => new() { Kind = "multiple-choice", Choices = choices };
 
     public void Validate()
     {
         if (Labels is null) throw new ArgumentException("head: labels is null");
         HeadKind.For(this).Validate(this);
+        if (Choices is not null && Kind != "multiple-choice") throw new ArgumentException($"head: \"choices\" applies to multiple-choice heads, not {Kind}");
         if (Labels.Distinct().Count() != Labels.Length)
             throw new ArgumentException("head: label names repeat");
     }

@@ -32,7 +32,7 @@ public sealed class QuestionAnsweringHead : HeadKind
         if (config.Labels.Length > 0) throw new ArgumentException("head: question answering has no labels");
     }
 
-    public override Tensor Loss(Tensor outputs, Tensor labels, Tensor scores)
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores)
     {
         var start = outputs[.., .., 0]; // (B, T)
         var end = outputs[.., .., 1];

@@ -87,6 +87,8 @@ public sealed record TaskData(
 {
     public IReadOnlyList<TaggedSentence>? TaggedTrain { get; init; }
     public IReadOnlyList<QaExample>? QaTrain { get; init; }
+    public IReadOnlyList<ChoiceExample>? ChoiceTrain { get; init; }
+    public IReadOnlyList<ChoiceExample>? ChoiceDev { get; init; }
     public IReadOnlyList<QaExample>? QaDev { get; init; }
     public int DocStride { get; init; } = 128;
     public IReadOnlyList<TaggedSentence>? TaggedDev { get; init; }
@@ -113,6 +115,18 @@ public static class TrainingJob
             throw new ArgumentException($"--regression and --head {request.Head} exclude each other");
         if (request.Head == "token-classification" || (request.TrainFile is null && request.Task is { } name && TaggingTasks.Find(name) is not null))
             return LoadTagged(request);
+        if (request.Head == "multiple-choice")
+        {
+            if (request.TrainFile is null || request.DevFile is null) throw new ArgumentException("--head multiple-choice needs --train and --dev (JSONL)");
+            var train = ChoiceDataReader.Read(request.TrainFile, request.SkipBadRows);
+            var dev = ChoiceDataReader.Read(request.DevFile, request.SkipBadRows);
+            return new TaskData(request.Task ?? Path.GetFileNameWithoutExtension(request.TrainFile), [], [], false,
+                HeadKind.For("multiple-choice").DefaultMetrics, train.Skipped + dev.Skipped, train.FirstSkipReason ?? dev.FirstSkipReason)
+            {
+                ChoiceTrain = train.Examples,
+                ChoiceDev = dev.Examples,
+            };
+        }
         if (request.Head == "question-answering" || (request.TrainFile is null && request.Task is { } qaName && QaTasks.Find(qaName) is not null))
             return LoadQa(request);
         if (request.EvalSplit != "dev") throw new ArgumentException($"--eval-split {request.EvalSplit}: GLUE's test sets have no labels; only dev");
@@ -421,6 +435,18 @@ public static class TrainingJob
         HeadConfig head;
         EncodedDataset train, dev;
         int skippedTrain, skippedDev;
+        if (data.ChoiceTrain is { } choiceTrain)
+        {
+            if (choiceTrain.Count == 0) throw new DataFormatException($"{data.TaskName}: no training questions");
+            int choices = choiceTrain[0].Choices.Length;
+            if (data.ChoiceDev!.FirstOrDefault(e => e.Choices.Length != choices) is { } other)
+                throw new DataFormatException($"{other.Source}:{other.Line}: {other.Choices.Length} choices where the training questions have {choices}");
+            head = HeadConfig.MultipleChoice(choices);
+            train = EncodedDataset.EncodeChoices(choiceTrain, encoder.Tokenizer, request.MaxLength);
+            dev = EncodedDataset.EncodeChoices(data.ChoiceDev!, encoder.Tokenizer, request.MaxLength);
+            log?.Invoke($"{data.TaskName}: {choiceTrain.Count} training and {data.ChoiceDev!.Count} evaluation questions of {choices} choices");
+            return new EncodedTask(head, train, dev);
+        }
         if (data.QaTrain is { } qaTrain)
         {
             head = HeadConfig.QuestionAnswering();

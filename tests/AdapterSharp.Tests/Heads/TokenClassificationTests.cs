@@ -5,11 +5,14 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Tests.Heads;
 
-/// <summary>Token-classification heads in the model: per-position logits, alone and in mixed batches beside [CLS] heads.</summary>
+/// <summary>
+/// Every-position heads (token classification, question answering) in the model: per-position logits, alone and in
+/// mixed batches beside [CLS] heads (classification, regression) and rows without an adapter.
+/// </summary>
 public sealed class TokenClassificationTests
 {
     static readonly int[] Lengths = [7, 3, 9, 5, 9, 2];
-    static readonly string?[] Rows = ["tags", "cls", null, "tags", "reg", "tags"];
+    static readonly string?[] Rows = ["tags", "cls", null, "qa", "reg", "tags"];
 
     static AdapterModel Create()
     {
@@ -24,6 +27,7 @@ public sealed class TokenClassificationTests
         Add("tags", BottleneckConfig.Houlsby with { AdapterSize = 8 }, HeadConfig.TokenClassification(["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]));
         Add("cls", BottleneckConfig.Pfeiffer with { AdapterSize = 4 }, HeadConfig.Classification(["a", "b", "c"]));
         Add("reg", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.Regression());
+        Add("qa", BottleneckConfig.ParallelAdapter with { AdapterSize = 8 }, HeadConfig.QuestionAnswering());
         model.FreezeAll();
         model.eval();
         return model;
@@ -40,7 +44,7 @@ public sealed class TokenClassificationTests
     }
 
     [Fact]
-    public void A_mixed_batch_of_token_and_cls_heads_equals_each_row_alone()
+    public void A_mixed_batch_of_token_qa_and_cls_heads_equals_each_row_alone()
     {
         using var model = Create();
         var batch = TinyBert.Batch(11, Lengths);
@@ -63,5 +67,54 @@ public sealed class TokenClassificationTests
             float diff = alone.Zip(rows[row], (a, b) => Math.Abs(a - b)).Max();
             Assert.True(diff <= 1e-5f, $"row {row} ({name}): differs by {diff}");
         }
+    }
+}
+
+/// <summary>Each head kind saved with its adapter and loaded again gives the same outputs, bit for bit.</summary>
+public sealed class HeadRoundTripTests : IDisposable
+{
+    readonly AdapterSharp.Tests.Checkpoints.TempDirectory dir = new();
+
+    public void Dispose() => dir.Dispose();
+
+    public static TheoryData<string> Kinds() => ["classification", "regression", "token-classification", "question-answering"];
+
+    static HeadConfig Head(string kind) => kind switch
+    {
+        "classification" => HeadConfig.Classification(["a", "b", "c"]),
+        "regression" => HeadConfig.Regression(),
+        "token-classification" => HeadConfig.TokenClassification(["B-X", "I-X", "O"]),
+        _ => HeadConfig.QuestionAnswering(),
+    };
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Save_then_load_gives_identical_outputs(string kind)
+    {
+        var modelDir = TinyTask.CreateModelDir(seed: 9);
+        var encoder = AdapterSharp.Checkpoints.Pretrained.Load(modelDir);
+        var identity = AdapterSharp.Checkpoints.BaseModelIdentity.Of(encoder);
+        var head = Head(kind);
+        var data = AdapterSharp.Data.EncodedDataset.Unlabelled([("good w1 w2 bad", null), ("w3", "w4 w5 good")], encoder.Tokenizer, 32);
+        float[][] before;
+        var folder = Path.Combine(dir.Path, kind);
+        using (var model = AdapterSharp.Training.TrainingJob.CreateModel(encoder, "x", BottleneckConfig.Houlsby with { AdapterSize = 4 }, head, 3))
+        {
+            using (no_grad())
+                foreach (var tensor in model.Record("x").Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.3);
+            before = AdapterSharp.Training.Trainer.Predict(model, data, 8, CPU);
+            AdapterSharp.Checkpoints.AdapterFiles.Save(folder, new AdapterSharp.Checkpoints.AdapterManifest
+            {
+                Name = "x", Config = model.Adapters["x"], Head = head, BaseModel = identity, MaxLength = 32,
+            }, model.AdapterTensors("x"));
+        }
+        using var loaded = AdapterModel.FromPretrained(encoder);
+        var manifest = AdapterSharp.Checkpoints.AdapterFiles.Load(folder, loaded, identity);
+        Assert.Equal(kind, manifest.Head.Kind);
+        Assert.Equal(head.Labels, manifest.Head.Labels);
+        loaded.Active = "x";
+        var after = AdapterSharp.Training.Trainer.Predict(loaded, data, 8, CPU);
+        Assert.Equal(before.Length, after.Length);
+        for (int i = 0; i < before.Length; i++) Assert.Equal(before[i], after[i]);
     }
 }
