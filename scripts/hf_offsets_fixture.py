@@ -18,11 +18,13 @@ texts = []
 for line in open(cases, encoding="utf-8"):
     if line.strip():
         case = json.loads(line)
-        ids = tokenizer(case["text"], truncation=case["max_length"] is not None, max_length=case["max_length"])["input_ids"]
+        ids = tokenizer(case["text"], case.get("text_pair"), truncation=case["max_length"] is not None,
+                        max_length=case["max_length"])["input_ids"]
         if ids != case["input_ids"]:
             sys.exit(f"the tokenizer gives {ids} for {case['text']!r}, the fixture {case['input_ids']}")
-        if case["text"] not in texts:
-            texts.append(case["text"])
+        for text in (case["text"], case.get("text_pair")):
+            if text and text not in texts:
+                texts.append(text)
 with open(out, "w", encoding="utf-8") as f:
     for i, text in enumerate(texts):
         for pair in (None, texts[(i + 1) % len(texts)]):
