@@ -144,7 +144,8 @@ static class TrainCommand
                 AdapterName = parse.GetValue(name),
                 // Question answering reads a question and a context window: 384 positions unless told otherwise, as HF's run_qa.
                 MaxLength = parse.GetResult(maxLength) is { Implicit: false } || !(parse.GetValue(head) == "question-answering"
-                    || (parse.GetValue(trainFile) is null && taskName is not null && QaTasks.Find(taskName) is not null))
+                    || (parse.GetValue(trainFile) is null && taskName is not null && QaTasks.Find(taskName) is not null)
+                    || taskList?.Any(t => QaTasks.Find(t.Name) is not null) == true)
                     ? parse.GetValue(maxLength) : 384,
                 Options = new TrainOptions
                 {
@@ -196,25 +197,29 @@ static class TrainCommand
     }
 
     /// <summary>
-    /// The GLUE tasks of <c>--tasks a,b,c</c>, refusing what a multi-task run cannot take: options of
-    /// single-task runs (--task, --name, your own files), unknown, empty or repeated names.
+    /// The tasks of <c>--tasks a,b,c</c> (GLUE, CoNLL-2003, SQuAD: heads of any kind train together), as (name, folder
+    /// under <c>--data</c>), refusing what a multi-task run cannot take: options of single-task runs (--task, --name,
+    /// your own files), unknown, empty or repeated names.
     /// </summary>
-    static List<GlueTask> ParseTasks(string list, ParseResult parse, Option task, Option name, Option[] fileOptions)
+    static List<(string Name, string Folder)> ParseTasks(string list, ParseResult parse, Option task, Option name, Option[] fileOptions)
     {
         if (parse.GetResult(task) is { Implicit: false }) throw new UsageException("--tasks and --task cannot be combined: list every task in --tasks");
         if (parse.GetResult(name) is { Implicit: false }) throw new UsageException("--name names a single-task run's adapter; with --tasks each adapter is named after its task");
         if (fileOptions.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } file)
-            throw new UsageException($"--tasks takes GLUE tasks only, not {file.Name}; train on your own files one task per run");
-        var result = new List<GlueTask>();
+            throw new UsageException($"--tasks takes named tasks only, not {file.Name}; train on your own files one task per run");
+        var result = new List<(string Name, string Folder)>();
         foreach (var part in list.Split(','))
         {
             var trimmed = part.Trim();
             if (trimmed.Length == 0) throw new UsageException($"--tasks: empty task name in '{list}'");
             var glue = GlueTasks.All.FirstOrDefault(t => t.Name.Equals(trimmed, StringComparison.OrdinalIgnoreCase)
-                                                         || t.Folder.Equals(trimmed, StringComparison.OrdinalIgnoreCase))
-                       ?? throw new UsageException($"--tasks: unknown task '{trimmed}' (expected {GlueTasks.Names})");
-            if (result.Contains(glue)) throw new UsageException($"--tasks: '{glue.Name}' is listed twice");
-            result.Add(glue);
+                                                         || t.Folder.Equals(trimmed, StringComparison.OrdinalIgnoreCase));
+            (string Name, string Folder) found = glue is not null ? (glue.Name, glue.Folder)
+                : TaggingTasks.Find(trimmed) is { } tagging ? (tagging.Name, tagging.Folder)
+                : QaTasks.Find(trimmed) is { } qa ? (qa.Name, qa.Folder)
+                : throw new UsageException($"--tasks: unknown task '{trimmed}' (expected {GlueTasks.Names}|{string.Join("|", TaggingTasks.All.Select(t => t.Name))}|{string.Join("|", QaTasks.All.Select(t => t.Name))})");
+            if (result.Contains(found)) throw new UsageException($"--tasks: '{found.Name}' is listed twice");
+            result.Add(found);
         }
         return result;
     }

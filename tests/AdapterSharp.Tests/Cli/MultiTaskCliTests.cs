@@ -17,7 +17,7 @@ public sealed class MultiTaskCliTests : IDisposable
 
     [Theory]
     [InlineData("--tasks and --task cannot be combined", "--tasks", "mrpc,stsb", "--task", "sst2")]
-    [InlineData("--tasks takes GLUE tasks only, not --train", "--tasks", "mrpc,stsb", "--train", "t.tsv", "--dev", "d.tsv")]
+    [InlineData("--tasks takes named tasks only, not --train", "--tasks", "mrpc,stsb", "--train", "t.tsv", "--dev", "d.tsv")]
     [InlineData("--name names a single-task run's adapter", "--tasks", "mrpc,stsb", "--name", "x")]
     [InlineData("--tasks: unknown task 'nosuch' (expected sst2|", "--tasks", "mrpc,nosuch")]
     [InlineData("--tasks: 'mrpc' is listed twice", "--tasks", "mrpc,stsb,MRPC")]
@@ -75,6 +75,34 @@ public sealed class MultiTaskCliTests : IDisposable
             var scores = JsonDocument.Parse(eval.Stdout).RootElement;
             Assert.Equal(Math.Round(manifest.Metrics![metric], 6), scores.GetProperty(metric).GetDouble(), 6);
         }
+    }
+
+    [Fact]
+    public void Train_tasks_of_different_head_kinds_together()
+    {
+        var model = TinyTask.CreateModelDir(seed: 33);
+        var root = Directory.CreateDirectory(Path.Combine(dir.Path, "data")).FullName;
+        WriteGlue(root, "SST-2", "sentence\tlabel", TinyTask.Examples(64, 1).Select(e => $"{e.Text}\t{(e.Label == "pos" ? 1 : 0)}"),
+            TinyTask.Examples(16, 2).Select(e => $"{e.Text}\t{(e.Label == "pos" ? 1 : 0)}"));
+        // conll2003's layout: train.txt and valid.txt, "good" tagged B-G and every other word O.
+        static string Conll(int count, int seed) => string.Join("\n\n", TinyTask.Examples(count, seed)
+            .Select(e => string.Join('\n', e.Text.Split(' ').Select(w => $"{w} X X {(w == "good" ? "B-G" : "O")}"))));
+        var conll = Directory.CreateDirectory(Path.Combine(root, "conll2003")).FullName;
+        File.WriteAllText(Path.Combine(conll, "train.txt"), Conll(64, 3));
+        File.WriteAllText(Path.Combine(conll, "valid.txt"), Conll(16, 4));
+        var run = Path.Combine(dir.Path, "mixed");
+
+        var result = CliRunner.Run(["train", "--model", model, "--tasks", "sst2,conll2003", "--data", root,
+            "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--time-budget", "none", "-o", run], timeoutSeconds: 300);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("classification", AdapterFiles.ReadManifest(Path.Combine(run, "sst2", "adapter")).Head.Kind);
+        var tagger = AdapterFiles.ReadManifest(Path.Combine(run, "conll2003", "adapter"));
+        Assert.Equal("token-classification", tagger.Head.Kind);
+        Assert.Equal(["B-G", "O"], tagger.Head.Labels);
+        var lines = File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.True(lines.Single(l => l.GetProperty("task").GetString() == "conll2003").TryGetProperty("f1", out _));
+        Assert.True(lines.Single(l => l.GetProperty("task").GetString() == "sst2").TryGetProperty("accuracy", out _));
     }
 
     static void WriteGlue(string root, string folder, string header, IEnumerable<string> train, IEnumerable<string> dev)
