@@ -118,3 +118,26 @@ public sealed class HeadRoundTripTests : IDisposable
         for (int i = 0; i < before.Length; i++) Assert.Equal(before[i], after[i]);
     }
 }
+
+/// <summary>AdapterFusion and Stack end in heads of every kind: a fusion or a stacked adapter with a token or QA head.</summary>
+public sealed class CompositionHeadTests
+{
+    [Fact]
+    public void A_fusion_and_a_stack_with_every_position_heads_give_per_position_outputs()
+    {
+        using var model = new AdapterModel(TinyBert.Create(seed: 3, addPooler: false));
+        manual_seed(6);
+        model.AddAdapter("a", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.Classification(["x", "y"]));
+        model.AddAdapter("b", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.Classification(["x", "y"]));
+        model.AddFusion("f", new FusionConfig { Adapters = ["a", "b"] }, HeadConfig.TokenClassification(["B-X", "I-X", "O"]));
+        model.AddAdapter("top", BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.QuestionAnswering());
+        model.eval();
+        var batch = TinyBert.Batch(2, 5, 7);
+        using var noGrad = no_grad();
+
+        model.ActivateFusion("f");
+        Assert.Equal([2L, 7, 3], model.Logits(batch.Ids, batch.Mask, batch.Types).shape);
+        model.Composition = new Stack(["a", "top"]);
+        Assert.Equal([2L, 7, 2], model.Logits(batch.Ids, batch.Mask, batch.Types).shape);
+    }
+}
