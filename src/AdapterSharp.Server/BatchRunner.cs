@@ -1,11 +1,22 @@
 using AdapterSharp.Data;
+using AdapterSharp.Heads;
+using AdapterSharp.Text;
 using AdapterSharp.Training;
 using static TorchSharp.torch;
 
 namespace AdapterSharp.Server;
 
-/// <summary>One text (or text pair) to run through a named adapter.</summary>
-public sealed record BatchInput(string Adapter, string Text, string? TextPair = null);
+/// <summary>
+/// One input to run through a named adapter: a text or text pair, a question and its context (QA), or a context, an
+/// optional prefix and the choices (multiple choice).
+/// </summary>
+public sealed record BatchInput(string Adapter, string Text, string? TextPair = null, IReadOnlyList<string>? Choices = null)
+{
+    public PredictInput AsPredictInput() => new(Text, TextPair, Choices);
+}
+
+/// <summary>What one input became: its model rows (one, or a question's windows or choices) and each row's outputs.</summary>
+public sealed record InputResult(IReadOnlyList<BertEncoding> Rows, float[][] Outputs);
 
 /// <summary>
 /// Runs one batch of inputs, possibly for several adapters, on the worker thread that owns the model. Every
@@ -14,33 +25,45 @@ public sealed record BatchInput(string Adapter, string Text, string? TextPair = 
 /// </summary>
 public interface IBatchRunner
 {
-    /// <returns>Per input, in input order: the head's logits (one per label) or its score.</returns>
-    float[][] Run(IReadOnlyList<BatchInput> inputs);
+    /// <returns>Per input, in input order: its rows and their outputs (logits per label, a score, or per position).</returns>
+    IReadOnlyList<InputResult> Run(IReadOnlyList<BatchInput> inputs);
 }
 
-/// <summary>Groups a batch by adapter and runs one forward pass (in chunks of <c>maxBatch</c>) per group.</summary>
+/// <summary>Groups a batch by adapter and runs one forward pass (in chunks of <c>maxBatch</c> rows) per group.</summary>
 public sealed class PerAdapterBatchRunner(ModelHost host, int maxBatch) : IBatchRunner
 {
-    public float[][] Run(IReadOnlyList<BatchInput> inputs)
+    public IReadOnlyList<InputResult> Run(IReadOnlyList<BatchInput> inputs)
     {
-        var outputs = new float[inputs.Count][];
-        RunGroups(host, maxBatch, inputs, Enumerable.Range(0, inputs.Count), outputs);
-        return outputs;
+        var results = new InputResult[inputs.Count];
+        RunGroups(host, maxBatch, inputs, Enumerable.Range(0, inputs.Count), results);
+        return results;
+    }
+
+    /// <summary>Each input's rows, as its adapter's head kind makes them (<see cref="HeadKind.EncodeInput"/>).</summary>
+    internal static IReadOnlyList<BertEncoding> Rows(ModelHost host, BatchInput input)
+    {
+        var info = host.Adapters[input.Adapter];
+        return HeadKind.For(info.Head).EncodeInput(info.Head, input.AsPredictInput(), host.Tokenizer, info.MaxLength);
     }
 
     /// <summary>The <paramref name="rows"/> of <paramref name="inputs"/>, one forward pass per adapter (or stack, or fusion).</summary>
-    internal static void RunGroups(ModelHost host, int maxBatch, IReadOnlyList<BatchInput> inputs, IEnumerable<int> rows, float[][] outputs)
+    internal static void RunGroups(ModelHost host, int maxBatch, IReadOnlyList<BatchInput> inputs, IEnumerable<int> rows, InputResult[] results)
     {
         try
         {
             foreach (var group in rows.GroupBy(i => inputs[i].Adapter, StringComparer.Ordinal))
             {
                 var members = group.ToArray();
-                var data = EncodedDataset.Unlabelled(members.Select(i => (inputs[i].Text, inputs[i].TextPair)), host.Tokenizer,
-                    host.Adapters[group.Key].MaxLength);
+                var encoded = members.Select(i => Rows(host, inputs[i])).ToArray();
+                var data = EncodedDataset.Unlabelled([.. encoded.SelectMany(e => e)]);
                 host.Activate(group.Key);
-                var groupOutputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
-                for (int k = 0; k < members.Length; k++) outputs[members[k]] = groupOutputs[k];
+                var outputs = Trainer.Predict(host.Model, data, maxBatch, host.Device);
+                int position = 0;
+                for (int k = 0; k < members.Length; k++)
+                {
+                    results[members[k]] = new InputResult(encoded[k], outputs[position..(position + encoded[k].Count)]);
+                    position += encoded[k].Count;
+                }
             }
         }
         finally
@@ -71,34 +94,41 @@ public sealed class MixedBatchRunner(ModelHost host, int maxBatch, int? forwardC
     /// </summary>
     public static int DefaultForwardCost(Device device) => device.type == TorchSharp.DeviceType.CPU ? 256 : 1 << 20;
 
-    public float[][] Run(IReadOnlyList<BatchInput> inputs)
+    public IReadOnlyList<InputResult> Run(IReadOnlyList<BatchInput> inputs)
     {
-        var outputs = new float[inputs.Count][];
+        var results = new InputResult[inputs.Count];
         // A stack or a fusion combines several adapters in every row, which per-row routing does not do, and some methods
         // have no per-row form (a dynamic adapter sizes itself per input): their rows run apart, a pass per adapter.
         var fused = Enumerable.Range(0, inputs.Count).Where(i => host.Adapters[inputs[i].Adapter].RunsApart).ToList();
-        if (fused.Count > 0) PerAdapterBatchRunner.RunGroups(host, maxBatch, inputs, fused, outputs);
+        if (fused.Count > 0) PerAdapterBatchRunner.RunGroups(host, maxBatch, inputs, fused, results);
         var routed = Enumerable.Range(0, inputs.Count).Except(fused).ToArray();
-        if (routed.Length == 0) return outputs;
-        // Each row is truncated to the max length its own adapter was trained with.
-        var encoded = new AdapterSharp.Text.BertEncoding[inputs.Count];
-        foreach (var i in routed) encoded[i] = host.Tokenizer.Encode(inputs[i].Text, inputs[i].TextPair, host.Adapters[inputs[i].Adapter].MaxLength);
-        foreach (var part in ChunksByLength(routed.Select(i => encoded[i].InputIds.Length).ToArray(), maxBatch, forwardCost))
+        if (routed.Length == 0) return results;
+        // Each input becomes its rows (a question's windows, its choices), each truncated to its own adapter's max length.
+        var encoded = new IReadOnlyList<BertEncoding>[inputs.Count];
+        var rows = new List<(int Input, int Row)>();
+        foreach (var i in routed)
         {
-            var chunk = part.Select(k => routed[k]).ToArray();
-            var data = EncodedDataset.Unlabelled(chunk.Select(i => encoded[i]).ToArray());
-            var rows = Enumerable.Range(0, chunk.Length).ToArray();
+            encoded[i] = PerAdapterBatchRunner.Rows(host, inputs[i]);
+            for (int r = 0; r < encoded[i].Count; r++) rows.Add((i, r));
+        }
+        var outputs = routed.ToDictionary(i => i, i => new float[encoded[i].Count][]);
+        foreach (var part in ChunksByLength(rows.Select(r => encoded[r.Input][r.Row].Length).ToArray(), maxBatch, forwardCost))
+        {
+            var chunk = part.Select(k => rows[k]).ToArray();
+            var data = EncodedDataset.Unlabelled(chunk.Select(r => encoded[r.Input][r.Row]).ToArray());
+            var positions = Enumerable.Range(0, chunk.Length).ToArray();
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var (ids, mask, types) = data.Collate(rows);
+            var (ids, mask, types) = data.Collate(positions);
             var result = host.Model.LogitsPerRow(ids.to(host.Device),
-                data.HasPadding(rows) ? mask.to(host.Device) : null,
+                data.HasPadding(positions) ? mask.to(host.Device) : null,
                 types.to(host.Device),
-                chunk.Select(i => (string?)inputs[i].Adapter).ToArray());
-            var rowOutputs = result.ToArrays(chunk.Select(i => encoded[i].Length).ToArray());
-            for (int b = 0; b < chunk.Length; b++) outputs[chunk[b]] = rowOutputs[b];
+                chunk.Select(r => (string?)inputs[r.Input].Adapter).ToArray());
+            var rowOutputs = result.ToArrays(chunk.Select(r => encoded[r.Input][r.Row].Length).ToArray());
+            for (int b = 0; b < chunk.Length; b++) outputs[chunk[b].Input][chunk[b].Row] = rowOutputs[b];
         }
-        return outputs;
+        foreach (var i in routed) results[i] = new InputResult(encoded[i], outputs[i]);
+        return results;
     }
 
     /// <summary>

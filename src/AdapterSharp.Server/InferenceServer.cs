@@ -173,6 +173,13 @@ public sealed class InferenceServer : IAsyncDisposable
         // Checked again by the worker when the batch runs: an unload may come in between.
         if (request.Inputs.Select(i => i.Adapter).FirstOrDefault(a => !loaded.ContainsKey(a)) is { } missing)
             throw new ApiException(StatusCodes.Status404NotFound, $"no adapter named '{missing}'", "unknown_adapter");
+        // What each adapter's head needs from an input (a context for QA, choices for multiple choice), before it is queued.
+        for (int i = 0; i < request.Inputs.Count; i++)
+        {
+            var input = request.Inputs[i];
+            if (HeadKind.For(loaded[input.Adapter].Head).CheckInput(input.AsPredictInput()) is { } problem)
+                throw new ApiException(StatusCodes.Status400BadRequest, $"inputs[{i}]: {problem} (adapter '{input.Adapter}')");
+        }
         var predictions = await worker.Predict(request.Inputs, context.RequestAborted);
         var response = request.MixesAdapters
             ? new PredictResponse(null, predictions)

@@ -283,7 +283,7 @@ sealed class InferenceWorker
     /// <summary>Runs <paramref name="pieces"/> as one batch and records their predictions; the exception if the batch failed.</summary>
     Exception? Run(List<Piece> pieces, IReadOnlyDictionary<string, AdapterInfo> loaded)
     {
-        float[][] outputs;
+        IReadOnlyList<InputResult> outputs;
         try
         {
             var inputs = pieces.SelectMany(p => p.Job.Inputs.Skip(p.Start).Take(p.Count)).ToList();
@@ -303,13 +303,9 @@ sealed class InferenceWorker
                 for (int i = start; i < start + count; i++)
                 {
                     var input = job.Inputs[i];
-                    var info = loaded[input.Adapter];
-                    // Heads that answer with places in the text (entities) decode the encoding's offsets: the same ids the
-                    // runner used, tokenized again with offsets (a small cost beside the forward, and only for them).
-                    var decode = HeadKind.For(info.Head).NeedsOffsets
-                        ? new DecodeInput(input.Text, input.TextPair, host.Tokenizer.EncodeWithOffsets(input.Text, input.TextPair, info.MaxLength))
-                        : null;
-                    results[i] = Prediction.From(info.Head, outputs[position + i - start], decode) with { Adapter = input.Adapter };
+                    var head = loaded[input.Adapter].Head;
+                    var result = outputs[position + i - start];
+                    results[i] = HeadKind.For(head).Answer(head, input.AsPredictInput(), result.Rows, result.Outputs) with { Adapter = input.Adapter };
                 }
                 job.Done += count;
                 if (job.Done == job.Inputs.Count) job.Completion.TrySetResult(results);

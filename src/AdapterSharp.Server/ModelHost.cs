@@ -90,9 +90,6 @@ public sealed class ModelHost : IDisposable
         var manifest = AdapterFiles.ReadManifest(dir);
         name ??= manifest.Name;
         RequireFree(name);
-        // A question's context may need several windows, which one input → one row of a batch does not give yet.
-        if (manifest.Head.Kind is "question-answering" or "multiple-choice")
-            throw new ModelFormatException($"{dir}: {manifest.Head.Kind} adapters are not served yet; answer with `adaptersharp predict`");
         // Such an adapter would change what every other adapter computes.
         if (manifest.Config.ModifiesBase)
             throw new ModelFormatException($"{dir}: a {manifest.Config.Method} adapter changes the shared base weights and cannot be served beside others");

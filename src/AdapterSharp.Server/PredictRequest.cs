@@ -65,7 +65,8 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
 
     static BatchInput Object(JsonElement item, string? adapter, string at)
     {
-        string? text = null, pair = null;
+        string? text = null, pair = null, question = null, context = null;
+        List<string>? choices = null;
         foreach (var property in item.EnumerateObject())
         {
             switch (property.Name)
@@ -79,13 +80,37 @@ public sealed record PredictRequest(string? Adapter, IReadOnlyList<BatchInput> I
                 case "text_pair":
                     pair = property.Value.ValueKind == JsonValueKind.Null ? null : String(property.Value, $"{at}.text_pair");
                     break;
+                case "question":
+                    question = String(property.Value, $"{at}.question");
+                    break;
+                case "context":
+                    context = String(property.Value, $"{at}.context");
+                    break;
+                case "choices":
+                    if (property.Value.ValueKind != JsonValueKind.Array) throw Bad($"{at}.choices: expected a list of strings, got {Kind(property.Value)}");
+                    if (property.Value.GetArrayLength() > MaxChoices)
+                        throw Bad($"{at}.choices: {property.Value.GetArrayLength()} choices, more than the {MaxChoices} a question may have");
+                    choices = [.. property.Value.EnumerateArray().Select((c, k) => String(c, $"{at}.choices[{k}]"))];
+                    break;
                 default:
-                    throw Bad($"{at}: unknown field \"{property.Name}\" (expected \"adapter\", \"text\", \"text_pair\")");
+                    throw Bad($"{at}: unknown field \"{property.Name}\" (expected \"adapter\", \"text\", \"text_pair\"; \"question\", \"context\"; \"choices\")");
             }
         }
-        if (text is null) throw Bad($"{at}.text: required");
-        return new BatchInput(adapter ?? throw NoAdapter(at), text, pair);
+        if (choices is not null)
+        {
+            // Multiple choice: the context, an optional prefix of every choice (question or text_pair), the choices.
+            if (context is not null && text is not null) throw Bad($"{at}: give the context as \"context\" or \"text\", not both");
+            if (question is not null && pair is not null) throw Bad($"{at}: give the choices' prefix as \"question\" or \"text_pair\", not both");
+            return new BatchInput(adapter ?? throw NoAdapter(at), context ?? text ?? throw Bad($"{at}.context: required with choices"), question ?? pair, choices);
+        }
+        if (question is not null && text is not null) throw Bad($"{at}: give \"question\" or \"text\", not both");
+        if (context is not null && pair is not null) throw Bad($"{at}: give \"context\" or \"text_pair\", not both");
+        if ((question ?? text) is not { } first) throw Bad($"{at}.text: required");
+        return new BatchInput(adapter ?? throw NoAdapter(at), first, context ?? pair);
     }
+
+    /// <summary>The most choices an input may have (each is a row of the batch).</summary>
+    const int MaxChoices = 64;
 
     static string String(JsonElement value, string at) =>
         value.ValueKind == JsonValueKind.String ? Text(value, at) : throw Bad($"{at}: expected a string, got {Kind(value)}");

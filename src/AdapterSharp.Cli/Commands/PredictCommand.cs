@@ -27,114 +27,91 @@ static class PredictCommand
         {
             int batchSize = open.BatchSize(parse);
             using var loaded = open.Open(parse);
-            if (loaded.Manifest.Head.Kind == "multiple-choice")
-            {
-                Choose(loaded, parse.GetValue(texts) ?? [], parse.GetValue(input), batchSize);
-                return 0;
-            }
-            var inputs = ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input));
             var head = loaded.Manifest.Head;
-            var tokenizer = loaded.Encoder.Tokenizer;
-            if (head.Kind == "question-answering")
-            {
-                AnswerQuestions(loaded, inputs, batchSize);
-                return 0;
-            }
-            bool offsets = HeadKind.For(head).NeedsOffsets;
-            var encodings = inputs.Select(i => offsets
-                ? tokenizer.EncodeWithOffsets(i.Text, i.Pair, loaded.Manifest.MaxLength)
-                : tokenizer.Encode(i.Text, i.Pair, loaded.Manifest.MaxLength)).ToArray();
-            var outputs = Trainer.Predict(loaded.Model, EncodedDataset.Unlabelled(encodings), batchSize, loaded.Device);
+            var kind = HeadKind.For(head);
+            var inputs = head.Kind == "multiple-choice"
+                ? ReadQuestions(parse.GetValue(texts) ?? [], parse.GetValue(input))
+                : ReadInputs(parse.GetValue(texts) ?? [], parse.GetValue(input)).Select(i => new PredictInput(i.Text, i.Pair)).ToList();
+            for (int i = 0; i < inputs.Count; i++)
+                if (kind.CheckInput(inputs[i]) is { } problem) throw new UsageException($"input {i + 1}: {problem}");
+            // Each input becomes its head's rows (one; a question's windows; a question's choices), all run together.
+            var rows = inputs.Select(i => kind.EncodeInput(head, i, loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength)).ToArray();
+            var outputs = Trainer.Predict(loaded.Model, EncodedDataset.Unlabelled([.. rows.SelectMany(r => r)]), batchSize, loaded.Device);
+            int position = 0;
             for (int i = 0; i < inputs.Count; i++)
             {
-                var row = new Dictionary<string, object> { ["text"] = inputs[i].Text };
-                if (inputs[i].Pair is { } pair) row["text_pair"] = pair;
                 Prediction prediction;
                 try
                 {
-                    prediction = Prediction.From(head, outputs[i], new DecodeInput(inputs[i].Text, inputs[i].Pair, encodings[i]));
+                    prediction = kind.Answer(head, inputs[i], rows[i], outputs[position..(position + rows[i].Count)]);
                 }
                 catch (InvalidDataException e)
                 {
                     throw new InvalidDataException($"input {i + 1}: {e.Message}");
                 }
-                if (prediction.Score is { } score) row["score"] = score;
-                else if (prediction.Entities is { } entities)
-                    row["entities"] = entities.Select(e => new Dictionary<string, object>
-                    {
-                        ["type"] = e.Type, ["text"] = e.Text, ["start"] = e.Start, ["end"] = e.End, ["score"] = e.Score,
-                    }).ToList();
-                else
-                {
-                    row["label"] = prediction.Label!;
-                    row["probabilities"] = prediction.Probabilities!;
-                }
-                Console.WriteLine(JsonSerializer.Serialize(row));
+                position += rows[i].Count;
+                Console.WriteLine(JsonSerializer.Serialize(Row(head, inputs[i], prediction)));
             }
             return 0;
         }));
         return command;
     }
 
-    /// <summary>
-    /// Question answering: each input is a question and its context (<c>text</c> and <c>text_pair</c>, or <c>question</c>
-    /// and <c>context</c>), cut into windows as in training; the answer is the best span over them.
-    /// </summary>
-    static void AnswerQuestions(LoadedAdapter loaded, List<(string Text, string? Pair)> inputs, int batchSize)
+    /// <summary>One output line: the input, and what the head answers.</summary>
+    static Dictionary<string, object> Row(HeadConfig head, PredictInput input, Prediction prediction)
     {
-        var examples = inputs.Select((input, i) => new QaExample($"{i + 1}", input.Text,
-            input.Pair is { Length: > 0 } context ? context : throw new UsageException($"input {i + 1}: a question needs its context (text_pair, or \"context\")"),
-            [], $"input {i + 1}", 0)).ToArray();
-        var data = EncodedDataset.EncodeQa(examples, loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength, Math.Min(128, loaded.Manifest.MaxLength / 3));
-        var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
-        var answers = QuestionAnsweringHead.Answers(data.Qa!, outputs);
-        for (int i = 0; i < inputs.Count; i++)
+        var row = new Dictionary<string, object>();
+        switch (head.Kind)
         {
-            var row = new Dictionary<string, object>
-            {
-                ["question"] = inputs[i].Text, ["answer"] = answers[i].Text, ["start"] = answers[i].Start, ["end"] = answers[i].End,
-                ["score"] = Math.Round(answers[i].Score, 4),
-            };
-            Console.WriteLine(JsonSerializer.Serialize(row));
+            case "question-answering":
+                row["question"] = input.Text;
+                row["answer"] = prediction.Answer!.Text;
+                row["start"] = prediction.Answer.Start;
+                row["end"] = prediction.Answer.End;
+                row["score"] = Math.Round(prediction.Answer.Score, 4);
+                return row;
+            case "multiple-choice":
+                row["context"] = input.Text;
+                row["choice"] = prediction.Choice!.Value;
+                row["text"] = prediction.Label!;
+                row["probabilities"] = prediction.ChoiceProbabilities!;
+                return row;
         }
+        row["text"] = input.Text;
+        if (input.TextPair is { } pair) row["text_pair"] = pair;
+        if (prediction.Score is { } score) row["score"] = score;
+        else if (prediction.Entities is { } entities)
+            row["entities"] = entities.Select(e => new Dictionary<string, object>
+            {
+                ["type"] = e.Type, ["text"] = e.Text, ["start"] = e.Start, ["end"] = e.End, ["score"] = e.Score,
+            }).ToList();
+        else
+        {
+            row["label"] = prediction.Label!;
+            row["probabilities"] = prediction.Probabilities!;
+        }
+        return row;
     }
 
     /// <summary>
-    /// Multiple choice: JSONL questions <c>{"context", "question"?, "choices": [...]}</c> from <c>--input</c> or stdin, each
-    /// answered with the best choice and every choice's probability.
+    /// Multiple-choice questions as JSONL <c>{"context", "question"?, "choices": [...]}</c> from <c>--input</c> or stdin
+    /// (a question of any number of choices; its choices are scored against each other).
     /// </summary>
-    static void Choose(LoadedAdapter loaded, string[] arguments, string? path, int batchSize)
+    static List<PredictInput> ReadQuestions(string[] arguments, string? path)
     {
         if (arguments.Length > 0) throw new UsageException("a multiple-choice adapter reads JSONL questions {\"context\", \"choices\": [...]} from --input or stdin, not texts as arguments");
         using var reader = path is null or "-" ? Console.In : new StreamReader(File.Exists(path) ? path : throw new UsageException($"{path}: file not found"));
         var source = path is null or "-" ? "<stdin>" : path;
-        var questions = new List<ChoiceExample>();
+        var questions = new List<PredictInput>();
         foreach (var (lineNumber, line) in TextLines.Read(reader, source))
         {
             if (line.Trim().Length == 0) continue;
             var (example, problem) = ChoiceDataReader.FromLine(line, source, lineNumber, requireLabel: false);
-            questions.Add(example ?? throw new InvalidDataException($"{source}:{lineNumber}: {problem}"));
+            if (example is null) throw new InvalidDataException($"{source}:{lineNumber}: {problem}");
+            questions.Add(new PredictInput(example.Context, example.Prefix, example.Choices));
         }
         if (questions.Count == 0) throw new UsageException($"{source}: no questions to answer");
-        var answers = new Dictionary<string, object>[questions.Count];
-        // Questions may differ in how many choices they have: each group of the same count runs as its own data set.
-        foreach (var group in questions.Select((q, i) => (q, i)).GroupBy(p => p.q.Choices.Length))
-        {
-            var members = group.ToArray();
-            var data = EncodedDataset.EncodeChoices([.. members.Select(m => m.q)], loaded.Encoder.Tokenizer, loaded.Manifest.MaxLength);
-            var outputs = Trainer.Predict(loaded.Model, data, batchSize, loaded.Device);
-            for (int k = 0; k < members.Length; k++)
-            {
-                int n = group.Key;
-                var (choice, probabilities) = MultipleChoiceHead.Choose([.. Enumerable.Range(0, n).Select(c => outputs[k * n + c][0])]);
-                answers[members[k].i] = new Dictionary<string, object>
-                {
-                    ["context"] = members[k].q.Context, ["choice"] = choice, ["text"] = members[k].q.Choices[choice],
-                    ["probabilities"] = probabilities.Select(p => Math.Round(p, 6)).ToArray(),
-                };
-            }
-        }
-        foreach (var answer in answers) Console.WriteLine(JsonSerializer.Serialize(answer));
+        return questions;
     }
 
     static List<(string Text, string? Pair)> ReadInputs(string[] arguments, string? path)

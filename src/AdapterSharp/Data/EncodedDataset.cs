@@ -95,56 +95,74 @@ public sealed class EncodedDataset
         for (int x = 0; x < examples.Count; x++)
         {
             var example = examples[x];
-            var question = tokenizer.EncodeWithOffsets(example.Question.TrimStart());
-            var context = tokenizer.EncodeWithOffsets(example.Context);
-            int questionLength = question.Length - 2, contextLength = context.Length - 2;
+            int questionLength = tokenizer.EncodeWithOffsets(example.Question.TrimStart()).Length - 2;
             int room = maxLength - questionLength - 3;
             if (room <= docStride)
                 throw new DataFormatException(
                     $"{example.Where}: the question takes {questionLength} of the {maxLength} positions (--max-length), leaving {Math.Max(0, room)} for the context, " +
                     $"which must be more than --doc-stride {docStride}");
-            // Questions to answer (prediction) have no answer: every window is labelled [CLS].
-            var answer = example.Answers.Count > 0 ? example.Answers[0] : null;
-            int answerStart = answer?.Start ?? int.MaxValue, answerEnd = answer is null ? int.MaxValue : answer.Start + answer.Text.Length;
-            for (int start = 0; ; start += room - docStride)
+            foreach (var window in QaWindowsOf(example, tokenizer, maxLength, docStride))
             {
-                int end = Math.Min(contextLength, start + room); // context pieces [start, end)
-                int length = questionLength + 3 + (end - start);
-                var rowIds = new int[length];
-                var rowTypes = new int[length];
-                var rowOffsets = new (int, int)[length];
-                Array.Fill(rowOffsets, (-1, -1));
-                rowIds[0] = tokenizer.ClsId;
-                Array.Copy(question.InputIds, 1, rowIds, 1, questionLength);
-                rowIds[questionLength + 1] = tokenizer.SepId;
-                int first = questionLength + 2; // the window's first context position
-                for (int k = start; k < end; k++)
-                {
-                    rowIds[first + k - start] = context.InputIds[k + 1];
-                    rowOffsets[first + k - start] = context.Offsets![k + 1];
-                }
-                rowIds[^1] = tokenizer.SepId;
-                rowTypes.AsSpan(first).Fill(1);
-                // HF's labelling: the last piece starting at or before the answer's start, the first ending at or after its end.
-                int[] span = [0, 0];
-                if (answer is not null && end > start && rowOffsets[first].Item1 <= answerStart && rowOffsets[first + end - start - 1].Item2 >= answerEnd)
-                {
-                    int s = first;
-                    while (s < first + end - start && rowOffsets[s].Item1 <= answerStart) s++;
-                    int e = first + end - start - 1;
-                    while (e >= first && rowOffsets[e].Item2 >= answerEnd) e--;
-                    span = [s - 1, e + 1];
-                }
-                ids.Add(rowIds);
-                types.Add(rowTypes);
-                spans.Add(span);
+                ids.Add(window.Ids);
+                types.Add(window.Types);
+                spans.Add(window.Span);
                 exampleOf.Add(x);
-                offsets.Add(rowOffsets);
-                if (end >= contextLength) break;
+                offsets.Add(window.Offsets);
             }
         }
         return new EncodedDataset([.. ids], [.. types], new long[ids.Count], new float[ids.Count], spans: [.. spans],
             qa: new QaWindows(examples, [.. exampleOf], [.. offsets]));
+    }
+
+    /// <summary>
+    /// One question's windows (see <see cref="EncodeQa"/>): ids, token types, each position's range in the context
+    /// ((−1, −1) outside it) and the answer's span ([0, 0] where the window does not hold it, or there is no answer).
+    /// The caller has checked that the question leaves more than <paramref name="docStride"/> positions.
+    /// </summary>
+    public static List<(int[] Ids, int[] Types, (int Start, int End)[] Offsets, int[] Span)> QaWindowsOf(QaExample example, BertTokenizer tokenizer,
+        int maxLength, int docStride)
+    {
+        var windows = new List<(int[], int[], (int, int)[], int[])>();
+        var question = tokenizer.EncodeWithOffsets(example.Question.TrimStart());
+        var context = tokenizer.EncodeWithOffsets(example.Context);
+        int questionLength = question.Length - 2, contextLength = context.Length - 2;
+        int room = maxLength - questionLength - 3;
+        // Questions to answer (prediction) have no answer: every window is labelled [CLS].
+        var answer = example.Answers.Count > 0 ? example.Answers[0] : null;
+        int answerStart = answer?.Start ?? int.MaxValue, answerEnd = answer is null ? int.MaxValue : answer.Start + answer.Text.Length;
+        for (int start = 0; ; start += room - docStride)
+        {
+            int end = Math.Min(contextLength, start + room); // context pieces [start, end)
+            int length = questionLength + 3 + (end - start);
+            var rowIds = new int[length];
+            var rowTypes = new int[length];
+            var rowOffsets = new (int, int)[length];
+            Array.Fill(rowOffsets, (-1, -1));
+            rowIds[0] = tokenizer.ClsId;
+            Array.Copy(question.InputIds, 1, rowIds, 1, questionLength);
+            rowIds[questionLength + 1] = tokenizer.SepId;
+            int first = questionLength + 2; // the window's first context position
+            for (int k = start; k < end; k++)
+            {
+                rowIds[first + k - start] = context.InputIds[k + 1];
+                rowOffsets[first + k - start] = context.Offsets![k + 1];
+            }
+            rowIds[^1] = tokenizer.SepId;
+            rowTypes.AsSpan(first).Fill(1);
+            // HF's labelling: the last piece starting at or before the answer's start, the first ending at or after its end.
+            int[] span = [0, 0];
+            if (answer is not null && end > start && rowOffsets[first].Item1 <= answerStart && rowOffsets[first + end - start - 1].Item2 >= answerEnd)
+            {
+                int s = first;
+                while (s < first + end - start && rowOffsets[s].Item1 <= answerStart) s++;
+                int e = first + end - start - 1;
+                while (e >= first && rowOffsets[e].Item2 >= answerEnd) e--;
+                span = [s - 1, e + 1];
+            }
+            windows.Add((rowIds, rowTypes, rowOffsets, span));
+            if (end >= contextLength) break;
+        }
+        return windows;
     }
     public int Count => Ids.Length;
     public long TokenCount => Ids.Sum(i => (long)i.Length);

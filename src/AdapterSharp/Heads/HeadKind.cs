@@ -58,6 +58,21 @@ public abstract class HeadKind
     /// <summary>Whether decoding needs the encoding's offsets and word ids (<see cref="BertTokenizer.EncodeWithOffsets"/>).</summary>
     public virtual bool NeedsOffsets => Reads == HeadInput.EveryToken;
 
+    /// <summary>Why <paramref name="input"/> cannot be answered by this kind (a missing context, choices where none go), or null.</summary>
+    public virtual string? CheckInput(PredictInput input) =>
+        input.Choices is not null ? $"choices apply to multiple-choice adapters, not {Name}" : null;
+
+    /// <summary>
+    /// The model rows of one input: one encoding for most kinds; a question's windows (QA) or choices (multiple
+    /// choice) for the kinds that answer from several rows. <see cref="Answer"/> takes them back with their outputs.
+    /// </summary>
+    public virtual IReadOnlyList<BertEncoding> EncodeInput(HeadConfig config, PredictInput input, BertTokenizer tokenizer, int maxLength) =>
+        [NeedsOffsets ? tokenizer.EncodeWithOffsets(input.Text, input.TextPair, maxLength) : tokenizer.Encode(input.Text, input.TextPair, maxLength)];
+
+    /// <summary>One input's answer from the outputs of its rows (<see cref="EncodeInput"/>), in the same order.</summary>
+    public virtual Prediction Answer(HeadConfig config, PredictInput input, IReadOnlyList<BertEncoding> rows, IReadOnlyList<float[]> outputs) =>
+        Decode(config, outputs[0], new DecodeInput(input.Text, input.TextPair, rows[0]));
+
     static readonly Dictionary<string, HeadKind> kinds = new(StringComparer.Ordinal)
     {
         ["classification"] = new ClassificationHead(),
@@ -93,6 +108,12 @@ public enum TargetLayout
     /// <summary>An answer's first and last positions per row (B, 2) int64.</summary>
     Span,
 }
+
+/// <summary>
+/// An input to answer: a text (a question for QA, a context for multiple choice), an optional second text (the context
+/// for QA, a prefix of every choice for multiple choice), and the choices of a multiple-choice question.
+/// </summary>
+public sealed record PredictInput(string Text, string? TextPair = null, IReadOnlyList<string>? Choices = null);
 
 /// <summary>What an input was, for decoding: its text (and pair), and its encoding.</summary>
 public sealed record DecodeInput(string Text, string? TextPair, BertEncoding Encoding);

@@ -1,4 +1,5 @@
 using AdapterSharp.Data;
+using AdapterSharp.Text;
 using AdapterSharp.Training;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -60,5 +61,30 @@ public sealed class MultipleChoiceHead : HeadKind
     }
 
     public override Prediction Decode(HeadConfig config, float[] outputs, DecodeInput? input) =>
-        throw new NotSupportedException("multiple choice decodes a question's choices together (MultipleChoiceHead.Choose)");
+        throw new NotSupportedException("multiple choice answers from a question's choices together: use Answer (or Choose)");
+
+    public override string? CheckInput(PredictInput input) =>
+        input.Choices is not { Count: >= 2 and <= ChoiceDataReader.MaxChoices } choices
+            ? $"a multiple-choice question needs 2 to {ChoiceDataReader.MaxChoices} \"choices\""
+            : choices.FirstOrDefault(c => c.Trim().Length == 0) is not null ? "a choice is empty" : null;
+
+    /// <summary>A row per choice: the context (<see cref="PredictInput.Text"/>) paired with the prefix and the choice.</summary>
+    public override IReadOnlyList<BertEncoding> EncodeInput(HeadConfig config, PredictInput input, BertTokenizer tokenizer, int maxLength)
+    {
+        var example = new ChoiceExample(input.Text, input.TextPair, [.. input.Choices!], -1, "input", 0);
+        return Enumerable.Range(0, example.Choices.Length).Select(k =>
+        {
+            var (text, pair) = example.Pair(k);
+            return tokenizer.Encode(text, pair, maxLength);
+        }).ToArray();
+    }
+
+    public override Prediction Answer(HeadConfig config, PredictInput input, IReadOnlyList<BertEncoding> rows, IReadOnlyList<float[]> outputs)
+    {
+        var (choice, probabilities) = Choose([.. outputs.Select(o => o[0])]);
+        return new Prediction
+        {
+            Choice = choice, Label = input.Choices![choice], ChoiceProbabilities = [.. probabilities.Select(p => Math.Round(p, 6))],
+        };
+    }
 }

@@ -15,6 +15,15 @@ public sealed record Prediction
     /// <summary>Token classification: the chunks of the predicted tags, in text order.</summary>
     public IReadOnlyList<Entity>? Entities { get; init; }
 
+    /// <summary>Question answering: the answer found in the context.</summary>
+    public QaPrediction? Answer { get; init; }
+
+    /// <summary>Multiple choice: the chosen choice's index (its text is <see cref="Label"/>).</summary>
+    public int? Choice { get; init; }
+
+    /// <summary>Multiple choice: every choice's probability, in the question's order.</summary>
+    public IReadOnlyList<double>? ChoiceProbabilities { get; init; }
+
     /// <summary>
     /// A head's raw outputs as an answer (see <see cref="HeadKind.Decode"/>): softmax over the labels, the regression
     /// score, or the entities, for which <paramref name="input"/> must hold the encoding with offsets.

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.RegularExpressions;
 using AdapterSharp.Data;
+using AdapterSharp.Text;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -91,10 +92,46 @@ public sealed class QuestionAnsweringHead : HeadKind
     static int[] Top(float[] values, int positions, int channel) =>
         Enumerable.Range(0, positions).OrderByDescending(p => values[2 * p + channel]).Take(NBest).ToArray();
 
-    public override Prediction Decode(HeadConfig config, float[] outputs, DecodeInput? input)
+    public override Prediction Decode(HeadConfig config, float[] outputs, DecodeInput? input) =>
+        throw new NotSupportedException("question answering answers from a question's windows together: use Answer (or Answers)");
+
+    public override bool NeedsOffsets => true;
+
+    public override string? CheckInput(PredictInput input) =>
+        input.Choices is not null ? "choices apply to multiple-choice adapters, not question-answering"
+        : input.TextPair is not { Length: > 0 } ? "a question needs its context (\"context\", or the pair's second text)"
+        : null;
+
+    /// <summary>
+    /// A question's windows, as in training (<see cref="EncodedDataset.QaWindowsOf"/>), overlapping by up to 128 pieces;
+    /// a question longer than half of <paramref name="maxLength"/> is cut to that half so that its context has room.
+    /// Offsets outside the context are (−1, −1).
+    /// </summary>
+    public override IReadOnlyList<BertEncoding> EncodeInput(HeadConfig config, PredictInput input, BertTokenizer tokenizer, int maxLength)
     {
-        Prediction.RequireFinite(outputs);
-        throw new NotSupportedException("question answering decodes a question's windows together (QuestionAnsweringHead.Answers)");
+        var example = Example(input, tokenizer, maxLength);
+        int room = maxLength - (tokenizer.EncodeWithOffsets(example.Question.TrimStart()).Length - 2) - 3;
+        return EncodedDataset.QaWindowsOf(example, tokenizer, maxLength, Math.Min(128, room / 2))
+            .Select(w => new BertEncoding(w.Ids, w.Types, Array.ConvertAll(w.Ids, tokenizer.IdToToken), w.Offsets))
+            .ToArray();
+    }
+
+    public override Prediction Answer(HeadConfig config, PredictInput input, IReadOnlyList<BertEncoding> rows, IReadOnlyList<float[]> outputs)
+    {
+        foreach (var row in outputs) Prediction.RequireFinite(row);
+        var example = new QaExample("input", input.Text, input.TextPair!, [], "input", 0);
+        var windows = new QaWindows([example], new int[rows.Count], [.. rows.Select(r => r.Offsets!)]);
+        return new Prediction { Answer = Answers(windows, [.. outputs])[0] };
+    }
+
+    /// <summary>The question as an example to window, cut to half the positions where it is longer.</summary>
+    static QaExample Example(PredictInput input, BertTokenizer tokenizer, int maxLength)
+    {
+        var question = input.Text;
+        var encoded = tokenizer.EncodeWithOffsets(question.TrimStart());
+        int half = maxLength / 2;
+        if (encoded.Length - 2 > half) question = question.TrimStart()[..encoded.Offsets![half].End];
+        return new QaExample("input", question, input.TextPair ?? "", [], "input", 0);
     }
 }
 

@@ -56,7 +56,7 @@ public class HostileRequestTests
     /// <summary>Fails any batch with an input "boom" in it, with a message full of internals.</summary>
     sealed class Boom(IBatchRunner inner) : IBatchRunner
     {
-        public float[][] Run(IReadOnlyList<BatchInput> inputs) => inputs.Any(i => i.Text == "boom")
+        public IReadOnlyList<InputResult> Run(IReadOnlyList<BatchInput> inputs) => inputs.Any(i => i.Text == "boom")
             ? throw new InvalidOperationException("index out of range\nframe #0: at::native::embedding (libtorch_cpu.so)")
             : inner.Run(inputs);
     }

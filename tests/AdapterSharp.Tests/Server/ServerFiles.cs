@@ -348,7 +348,7 @@ sealed class GatedRunner(IBatchRunner inner) : IBatchRunner, IDisposable
     /// <summary>Each batch's inputs, in the order the batches ran (lock <see cref="BatchSizes"/>).</summary>
     public List<BatchInput[]> Batches { get; } = [];
 
-    public float[][] Run(IReadOnlyList<BatchInput> inputs)
+    public IReadOnlyList<InputResult> Run(IReadOnlyList<BatchInput> inputs)
     {
         entered.Release();
         if (!gate.Wait(TimeSpan.FromSeconds(20))) throw new TimeoutException("the test never opened the gate");

@@ -8,7 +8,10 @@ using static TorchSharp.torch;
 
 namespace AdapterSharp.Tests.Server;
 
-/// <summary>A token-classification adapter served over HTTP, alone and in one batch with a classification adapter.</summary>
+/// <summary>
+/// Token-classification, question-answering and multiple-choice adapters served over HTTP, in one batch with a
+/// classification adapter, each answering what it answers alone.
+/// </summary>
 [Collection(nameof(ServerCollection))]
 public sealed class TokenClassificationServingTests
 {
@@ -39,20 +42,79 @@ public sealed class TokenClassificationServingTests
         }
     }
 
-    [Fact]
-    public async Task A_question_answering_adapter_is_refused_at_load_not_at_its_first_request()
+    /// <summary>Saves (once per call) a random adapter with <paramref name="head"/> under the root.</summary>
+    static string Save(string name, HeadConfig head, int seed)
     {
-        var dir = Path.Combine(ServerFiles.Root, "qa-head");
+        var dir = Path.Combine(ServerFiles.Root, name);
         var encoder = Pretrained.Load(ServerFiles.ModelDir);
-        using (var model = TrainingJob.CreateModel(encoder, "qa", AdapterSharp.Adapters.Methods.BottleneckConfig.Houlsby with { AdapterSize = 4 }, HeadConfig.QuestionAnswering(), 5))
-            AdapterFiles.Save(dir, new AdapterManifest
-            {
-                Name = "qa", Config = model.Adapters["qa"], Head = HeadConfig.QuestionAnswering(), BaseModel = BaseModelIdentity.Of(encoder), MaxLength = 32,
-            }, model.AdapterTensors("qa"));
-        await using var server = await RunningServer.StartAsync(new AdapterSharp.Server.ServerOptions { AdaptersRoot = ServerFiles.Root }, load: []);
-        var (status, body) = await server.PostAsync("/v1/adapters", new JsonObject { ["path"] = "qa-head" });
-        Assert.Equal(400, status);
-        Assert.Contains("question-answering adapters are not served yet", body!["error"]!.GetValue<string>());
+        using var model = TrainingJob.CreateModel(encoder, name, AdapterSharp.Adapters.Methods.BottleneckConfig.Houlsby with { AdapterSize = 4 }, head, seed);
+        using (no_grad())
+            foreach (var tensor in model.Record(name).Tensors) tensor.Parameter.add_(randn_like(tensor.Parameter) * 0.5);
+        AdapterFiles.Save(dir, new AdapterManifest
+        {
+            Name = name, Config = model.Adapters[name], Head = head, BaseModel = BaseModelIdentity.Of(encoder), MaxLength = 16,
+        }, model.AdapterTensors(name));
+        return dir;
+    }
+
+    /// <summary>What adapter <paramref name="dir"/> alone answers for <paramref name="input"/>, by its head kind's rows and answer.</summary>
+    static Prediction Alone(string dir, PredictInput input)
+    {
+        var encoder = Pretrained.Load(ServerFiles.ModelDir);
+        using var model = AdapterModel.FromPretrained(encoder);
+        var manifest = AdapterFiles.Load(dir, model, BaseModelIdentity.Of(encoder));
+        model.Active = manifest.Name;
+        var kind = HeadKind.For(manifest.Head);
+        var rows = kind.EncodeInput(manifest.Head, input, encoder.Tokenizer, manifest.MaxLength);
+        var outputs = Trainer.Predict(model, EncodedDataset.Unlabelled(rows), 64, CPU);
+        return kind.Answer(manifest.Head, input, rows, outputs);
+    }
+
+    [Fact]
+    public async Task Question_answering_and_multiple_choice_adapters_answer_in_one_batch_with_the_others()
+    {
+        var qaDir = Save("qa-served", HeadConfig.QuestionAnswering(), 5);
+        var mcDir = Save("mc-served", HeadConfig.MultipleChoice(3), 6);
+        // A context longer than the adapter's 16 positions: several windows, answered together.
+        var qa = new PredictInput("good", "w1 w2 w3 bad w4 w5 w6 w7 w8 w9 good w10 w11 w12 w13 w14 bad w15 w16");
+        var mc = new PredictInput("w1 w2 w3", null, ["w4 good", "w5 bad w6", "w7", "w8 w9 w10"]);
+        var expectedQa = Alone(qaDir, qa);
+        var expectedMc = Alone(mcDir, mc);
+        var expectedTags = Expected()[0];
+
+        await using var server = await RunningServer.StartAsync(new AdapterSharp.Server.ServerOptions { AdaptersRoot = ServerFiles.Root }, load: ["sent"]);
+        foreach (var path in new[] { "qa-served", "mc-served", "tags" })
+            Assert.Equal(201, (await server.PostAsync("/v1/adapters", new JsonObject { ["path"] = path })).Status);
+        var inputs = new JsonArray
+        {
+            new JsonObject { ["adapter"] = "qa-served", ["question"] = qa.Text, ["context"] = qa.TextPair },
+            new JsonObject { ["adapter"] = "tags", ["text"] = Texts[0] },
+            new JsonObject { ["adapter"] = "mc-served", ["context"] = mc.Text, ["choices"] = new JsonArray([.. mc.Choices!.Select(c => (JsonNode)c)]) },
+            new JsonObject { ["adapter"] = "sent", ["text"] = Texts[0] },
+        };
+        var (status, body) = await server.PostAsync("/v1/predict", new JsonObject { ["inputs"] = inputs });
+
+        Assert.True(status == 200, body?.ToJsonString());
+        var predictions = body!["predictions"]!.AsArray();
+        var answer = predictions[0]!["answer"]!;
+        Assert.Equal(expectedQa.Answer!.Text, answer["text"]!.GetValue<string>());
+        Assert.Equal((expectedQa.Answer.Start, expectedQa.Answer.End), (answer["start"]!.GetValue<int>(), answer["end"]!.GetValue<int>()));
+        Assert.Equal(qa.TextPair![expectedQa.Answer.Start..expectedQa.Answer.End], expectedQa.Answer.Text);
+        AssertEntities(expectedTags, predictions[1]!, "inputs[1]");
+        Assert.Equal(expectedMc.Choice, predictions[2]!["choice"]!.GetValue<int>());
+        Assert.Equal(expectedMc.Label, predictions[2]!["label"]!.GetValue<string>());
+        var probabilities = predictions[2]!["choice_probabilities"]!.AsArray().Select(p => p!.GetValue<double>()).ToArray();
+        Assert.Equal(4, probabilities.Length);
+        for (int k = 0; k < 4; k++) Assert.True(Math.Abs(expectedMc.ChoiceProbabilities![k] - probabilities[k]) < 1e-5, $"choice {k}");
+        Assert.NotNull(predictions[3]!["label"]);
+
+        // What each head needs from an input is checked before it is queued.
+        var (missing, error) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "qa-served", ["inputs"] = new JsonArray("only a question") });
+        Assert.Equal(400, missing);
+        Assert.Contains("inputs[0]: a question needs its context", error!["error"]!.GetValue<string>());
+        var (noChoices, error2) = await server.PostAsync("/v1/predict", new JsonObject { ["adapter"] = "mc-served", ["inputs"] = new JsonArray("w1") });
+        Assert.Equal(400, noChoices);
+        Assert.Contains("needs 2 to 64 \"choices\"", error2!["error"]!.GetValue<string>());
     }
 
     [Fact]
