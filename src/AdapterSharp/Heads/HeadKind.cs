@@ -44,7 +44,8 @@ public abstract class HeadKind
     /// <param name="outputs">float32: (B, outputs) for <see cref="HeadInput.Cls"/>, (B, T, outputs) for every token.</param>
     /// <param name="labels">int64 targets as <see cref="Targets"/> lays them out.</param>
     /// <param name="scores">float32 (B) targets of a regression.</param>
-    public abstract Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores);
+    /// <param name="mask">(B, T) attention mask, or null when no row is padded: padding must not change the loss.</param>
+    public abstract Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask);
 
     /// <summary>Scores a data set from the head's outputs for each of its rows (in row order).</summary>
     /// <param name="outputs">Per row: its outputs, or for every-token heads its positions' outputs one after another.</param>

@@ -30,7 +30,7 @@ public sealed class MultipleChoiceHead : HeadKind
 
     /// <param name="outputs">(B·N, 1): a score per choice row, a question's N rows together.</param>
     /// <param name="labels">(B·N): every row of a question holds the right choice's index.</param>
-    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores)
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask)
     {
         int n = config.Choices!.Value;
         return F.cross_entropy(outputs.view(-1, n), labels.view(-1, n)[.., 0]);

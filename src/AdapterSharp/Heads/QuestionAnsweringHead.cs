@@ -33,10 +33,17 @@ public sealed class QuestionAnsweringHead : HeadKind
         if (config.Labels.Length > 0) throw new ArgumentException("head: question answering has no labels");
     }
 
-    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores)
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask)
     {
         var start = outputs[.., .., 0]; // (B, T)
         var end = outputs[.., .., 1];
+        if (mask is not null)
+        {
+            // Padding is not a place an answer can start or end: without this the loss would depend on how far a batch is padded.
+            var padding = mask.eq(0);
+            start = start.masked_fill(padding, float.NegativeInfinity);
+            end = end.masked_fill(padding, float.NegativeInfinity);
+        }
         return (F.cross_entropy(start, labels[.., 0]) + F.cross_entropy(end, labels[.., 1])) / 2;
     }
 

@@ -19,7 +19,7 @@ public sealed class ClassificationHead : HeadKind
         if (config.Labels.Length < 2) throw new ArgumentException($"head: classification needs at least 2 labels, got {config.Labels.Length}");
     }
 
-    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores) => F.cross_entropy(outputs, labels);
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask) => F.cross_entropy(outputs, labels);
 
     public override Dictionary<string, double> Score(HeadConfig config, EncodedDataset data, float[][] outputs, IReadOnlyList<string> metrics)
     {
@@ -81,7 +81,7 @@ public sealed class RegressionHead : HeadKind
     {
     }
 
-    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores) => F.mse_loss(outputs[.., 0], scores);
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask) => F.mse_loss(outputs[.., 0], scores);
 
     public override Dictionary<string, double> Score(HeadConfig config, EncodedDataset data, float[][] outputs, IReadOnlyList<string> metrics)
     {

@@ -27,7 +27,7 @@ public sealed class TokenClassificationHead : HeadKind
         if (config.Labels.Length < 2) throw new ArgumentException($"head: token classification needs at least 2 tags, got {config.Labels.Length}");
     }
 
-    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores) =>
+    public override Tensor Loss(HeadConfig config, Tensor outputs, Tensor labels, Tensor scores, Tensor? mask) =>
         F.cross_entropy(outputs.reshape(-1, outputs.shape[^1]), labels.reshape(-1), ignore_index: EncodedDataset.Ignored);
 
     public override Dictionary<string, double> Score(HeadConfig config, EncodedDataset data, float[][] outputs, IReadOnlyList<string> metrics)

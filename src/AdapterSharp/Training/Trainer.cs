@@ -352,7 +352,7 @@ public sealed class Trainer
             using var scope = NewDisposeScope();
             using var pass = model.NewPass();
             var logits = model.Logits(ids, mask, types, pass).to_type(ScalarType.Float32);
-            var loss = run.Kind.Loss(run.Head, logits, labels, scores);
+            var loss = run.Kind.Loss(run.Head, logits, labels, scores, mask);
             // What adapters add to the objective (a size penalty, say) trains them but is not the task's loss.
             var objective = pass.AuxiliaryLoss() is { } auxiliary ? loss + auxiliary : loss;
             (group > 1 ? objective / group : objective).backward();
