@@ -214,7 +214,7 @@ public sealed class CudaTests
         var spanData = AdapterSharp.Data.EncodedDataset.EncodeQa(questions, tokenizer, maxLength: 32, docStride: 8);
         foreach (var (head, data, metric) in new[] { (tagHead, tokenData, "f1"), (HeadConfig.QuestionAnswering(), spanData, "f1") })
         {
-            (Dictionary<string, Tensor> Parameters, double Score) Train(bool graphs)
+            (Dictionary<string, Tensor> Parameters, double Score, double[] Losses) Train(bool graphs)
             {
                 manual_seed(0);
                 using var model = new AdapterModel(new BertModel(TinyBert.Config with { HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0 }, addPooler: false));
@@ -223,14 +223,20 @@ public sealed class CudaTests
                 var options = new TrainOptions { Epochs = 3, BatchSize = 8, LearningRate = 1e-3, Seed = 1, CudaGraphs = graphs, WarmupRatio = 0 };
                 var result = new Trainer(model, "task", options, CUDA).Train(data, data, [metric]);
                 var parameters = model.Record("task").Tensors.ToDictionary(p => p.Key, p => p.Parameter.detach().cpu().clone());
-                return (parameters, result.History[^1].Metrics[metric]);
+                return (parameters, result.History[^1].Metrics[metric], [.. result.History.Select(h => h.Loss)]);
             }
             var eager = Train(graphs: false);
             var graphed = Train(graphs: true);
+            // The mean training loss of each epoch: a loss that saw the padding would differ by far more than rounding.
+            for (int epoch = 0; epoch < eager.Losses.Length; epoch++)
+                Assert.True(Math.Abs(eager.Losses[epoch] - graphed.Losses[epoch]) <= 1e-3 * Math.Abs(eager.Losses[epoch]),
+                    $"{head.Kind} epoch {epoch + 1}: loss {graphed.Losses[epoch]} with graphs, {eager.Losses[epoch]} eagerly");
+            // AdamW moves a weight by about the learning rate whatever its gradient's size, so where a gradient is near zero
+            // rounding can flip a step's sign: weights may differ by a few steps' worth (1e-3 each) and no more.
             foreach (var (key, value) in eager.Parameters)
             {
                 float diff = (graphed.Parameters[key] - value).abs().max().item<float>();
-                Assert.True(diff <= 1e-3f, $"{head.Kind} {key}: graphs and eager differ by {diff}");
+                Assert.True(diff <= 1e-2f, $"{head.Kind} {key}: graphs and eager differ by {diff}");
             }
             Assert.True(Math.Abs(eager.Score - graphed.Score) <= 0.02, $"{head.Kind}: {metric} {graphed.Score} with graphs, {eager.Score} eagerly");
         }
