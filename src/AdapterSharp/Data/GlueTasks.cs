@@ -46,17 +46,8 @@ public static class GlueTasks
     /// The task's folder: <c>$ADAPTERSHARP_DATA/glue/&lt;Folder&gt;</c> when that variable is set, else
     /// <c>../shared/datasets/glue/&lt;Folder&gt;</c> from the current directory or above the application.
     /// </summary>
-    public static string DefaultDirectory(GlueTask task)
-    {
-        var root = Environment.GetEnvironmentVariable("ADAPTERSHARP_DATA");
-        if (!string.IsNullOrWhiteSpace(root)) return Path.Combine(root, "glue", task.Folder);
-        var candidates = new List<string> { Path.Combine("..", "shared", "datasets", "glue", task.Folder) };
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            candidates.Add(Path.Combine(dir.FullName, "shared", "datasets", "glue", task.Folder));
-        return candidates.FirstOrDefault(Directory.Exists)
-               ?? throw new DataFormatException(
-                   $"{candidates[0]}: GLUE data for {task.Name} not found; pass --data DIR or set ADAPTERSHARP_DATA");
-    }
+    public static string DefaultDirectory(GlueTask task) =>
+        DataFolders.Find(Path.Combine("glue", task.Folder), $"GLUE data for {task.Name}");
 
     public static LoadedData Read(GlueTask task, string path, bool skipBadRows)
     {
@@ -64,5 +55,25 @@ public static class GlueTasks
             return DataReader.ReadTsvByIndex(path, hasHeader: false, int.Parse(task.TextColumn),
                 task.PairColumn is null ? null : int.Parse(task.PairColumn), int.Parse(task.LabelColumn), skipBadRows);
         return DataReader.Read(path, new ColumnSpec(task.TextColumn, task.PairColumn, task.LabelColumn), skipBadRows);
+    }
+}
+
+/// <summary>Where the shared datasets are: <c>$ADAPTERSHARP_DATA</c>, else <c>../shared/datasets</c> here or above the application.</summary>
+public static class DataFolders
+{
+    /// <summary>
+    /// <c>$ADAPTERSHARP_DATA/&lt;relative&gt;</c> when that variable is set, else the first existing
+    /// <c>../shared/datasets/&lt;relative&gt;</c> from the current directory or above the application; a
+    /// <see cref="DataFormatException"/> naming <paramref name="what"/> when there is none.
+    /// </summary>
+    public static string Find(string relative, string what)
+    {
+        var root = Environment.GetEnvironmentVariable("ADAPTERSHARP_DATA");
+        if (!string.IsNullOrWhiteSpace(root)) return Path.Combine(root, relative);
+        var candidates = new List<string> { Path.Combine("..", "shared", "datasets", relative) };
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            candidates.Add(Path.Combine(dir.FullName, "shared", "datasets", relative));
+        return candidates.FirstOrDefault(Directory.Exists)
+               ?? throw new DataFormatException($"{candidates[0]}: {what} not found; pass --data DIR or set ADAPTERSHARP_DATA");
     }
 }

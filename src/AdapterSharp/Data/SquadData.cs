@@ -267,15 +267,6 @@ public static class QaTasks
 
     public static QaTask? Find(string name) => All.FirstOrDefault(t => t.Name.Equals(name, StringComparison.OrdinalIgnoreCase));
 
-    /// <summary><c>$ADAPTERSHARP_DATA/&lt;Folder&gt;</c> when set, else <c>../shared/datasets/&lt;Folder&gt;</c> here or above the application.</summary>
-    public static string DefaultDirectory(QaTask task)
-    {
-        var root = Environment.GetEnvironmentVariable("ADAPTERSHARP_DATA");
-        if (!string.IsNullOrWhiteSpace(root)) return Path.Combine(root, task.Folder);
-        var candidates = new List<string> { Path.Combine("..", "shared", "datasets", task.Folder) };
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            candidates.Add(Path.Combine(dir.FullName, "shared", "datasets", task.Folder));
-        return candidates.FirstOrDefault(Directory.Exists)
-               ?? throw new DataFormatException($"{candidates[0]}: data for {task.Name} not found; pass --data DIR or set ADAPTERSHARP_DATA");
-    }
+    /// <summary><c>$ADAPTERSHARP_DATA/&lt;Folder&gt;</c>, else <c>../shared/datasets/&lt;Folder&gt;</c> (see <see cref="DataFolders"/>).</summary>
+    public static string DefaultDirectory(QaTask task) => DataFolders.Find(task.Folder, $"data for {task.Name}");
 }
